@@ -1,0 +1,191 @@
+"""Binding a connection, or the current context, to a session.
+
+Two ways to say "these statements belong to session S":
+
+* :func:`session` sets the COW variables on one connection and restores the
+  previous values on exit.
+* :func:`bind` records the binding in a :class:`contextvars.ContextVar`; pools and
+  integrations read it with :func:`current_binding` when they hand out a connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import pq
+
+from .config import DEFAULT_CONFIG, CowConfig, validate_id
+from .errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A session, an optional operation and an optional preview (visible operations)."""
+
+    session_id: str
+    operation_id: str | None = None
+    visible_operations: tuple[str, ...] | None = None
+
+    def settings(self, config: CowConfig = DEFAULT_CONFIG) -> dict[str, str]:
+        """The values of the COW variables for this binding ('' means unset)."""
+        return {
+            config.session_variable: self.session_id,
+            config.operation_variable: self.operation_id or "",
+            config.visible_operations_variable: ",".join(self.visible_operations or ()),
+        }
+
+
+def make_binding(
+    session_id: str,
+    operation_id: str | None = None,
+    visible_operations: Iterable[str] | None = None,
+) -> Binding:
+    """Validate ids and build a :class:`Binding`."""
+    validate_id(session_id, "session id")
+    if operation_id is not None:
+        validate_id(operation_id, "operation id")
+    visible = None
+    if visible_operations is not None:
+        visible = tuple(validate_id(op, "visible operation id") for op in visible_operations)
+    return Binding(session_id, operation_id, visible)
+
+
+def new_session_id() -> str:
+    """A fresh session id (a random UUID)."""
+    return str(uuid.uuid4())
+
+
+_UNBOUND: dict[str, str] = {}
+
+
+def read_settings(conn: psycopg.Connection, config: CowConfig = DEFAULT_CONFIG) -> dict[str, str]:
+    """The current values of the COW variables on ``conn`` ('' when unset)."""
+    names = config.variables
+    row = conn.execute(
+        "SELECT coalesce(current_setting(%s, true), ''), coalesce(current_setting(%s, true), ''), "
+        "coalesce(current_setting(%s, true), '')",
+        names,
+    ).fetchone()
+    assert row is not None
+    return dict(zip(names, row))
+
+
+def apply_settings(
+    conn: psycopg.Connection, values: dict[str, str], *, local: bool = False
+) -> None:
+    """Set the COW variables in one round trip (``local`` = for this transaction only)."""
+    items = list(values.items())
+    query = "SELECT " + ", ".join("set_config(%s, %s, %s)" for _ in items)
+    params: list[object] = []
+    for name, value in items:
+        params.extend((name, value, local))
+    conn.execute(query, params)
+
+
+def _apply_outside_transaction(conn: psycopg.Connection, values: dict[str, str]) -> None:
+    status = conn.info.transaction_status
+    if status == pq.TransactionStatus.INERROR:
+        conn.rollback()
+        status = conn.info.transaction_status
+    if status != pq.TransactionStatus.IDLE:
+        raise ConfigurationError(
+            "cowsync.session() needs a connection with no transaction open: a setting made "
+            "inside a transaction would be undone by a rollback and later writes would reach "
+            "production. Commit or roll back first, or enter cowsync.session() before "
+            "conn.transaction()"
+        )
+    if conn.autocommit:
+        apply_settings(conn, values)
+    else:
+        with conn.transaction():
+            apply_settings(conn, values)
+
+
+@contextlib.contextmanager
+def session(
+    conn: psycopg.Connection,
+    session_id: str,
+    operation_id: str | None = None,
+    *,
+    visible_operations: Iterable[str] | None = None,
+    config: CowConfig = DEFAULT_CONFIG,
+) -> Iterator[psycopg.Connection]:
+    """Bind ``conn`` to a session for the duration of the block.
+
+    The previous values of the COW variables come back on exit, also when the
+    block raises. Enter it with no transaction open on ``conn`` (the setting is
+    committed on its own, so a rollback inside the block cannot silently unbind
+    the connection).
+
+    >>> with cowsync.session(conn, "agent-run-42", "tool-call-1"):  # doctest: +SKIP
+    ...     conn.execute("UPDATE items SET qty = 0 WHERE id = 1")
+    """
+    binding = make_binding(session_id, operation_id, visible_operations)
+    previous = read_settings(conn, config) if not _in_error(conn) else None
+    _apply_outside_transaction(conn, binding.settings(config))
+    try:
+        yield conn
+    finally:
+        if not conn.closed:
+            restore = previous or dict.fromkeys(config.variables, "")
+            if conn.info.transaction_status == pq.TransactionStatus.INERROR:
+                conn.rollback()
+            if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                _apply_outside_transaction(conn, restore)
+            else:
+                # A transaction is still open: reset inside it so the binding ends now.
+                apply_settings(conn, restore)
+
+
+def _in_error(conn: psycopg.Connection) -> bool:
+    return conn.info.transaction_status == pq.TransactionStatus.INERROR
+
+
+_current: contextvars.ContextVar[Binding | None] = contextvars.ContextVar(
+    "cowsync_binding", default=None
+)
+
+
+def current_binding() -> Binding | None:
+    """The binding of the current context (thread, task), or None."""
+    return _current.get()
+
+
+class bind(contextlib.ContextDecorator):  # noqa: N801 - used like a function
+    """Bind the current context to a session: ``with cowsync.bind("s1"): ...``.
+
+    Usable as a context manager and as a decorator. Bindings nest; the previous
+    one comes back on exit. Pools and integrations apply it to the connections
+    they hand out.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        operation_id: str | None = None,
+        visible_operations: Iterable[str] | None = None,
+    ) -> None:
+        self.binding = make_binding(session_id, operation_id, visible_operations)
+        self._tokens: list[contextvars.Token[Binding | None]] = []
+
+    def __enter__(self) -> Binding:
+        self._tokens.append(_current.set(self.binding))
+        return self.binding
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._tokens.pop())
+
+
+@contextlib.contextmanager
+def unbound() -> Iterator[None]:
+    """Run a block with no binding (e.g. a reviewer's query inside a bound request)."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)

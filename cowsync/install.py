@@ -1,0 +1,550 @@
+"""Installing the engine and enabling/disabling copy-on-write on tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from . import catalog, render, sqlfiles
+from .config import DEFAULT_CONFIG, CowConfig
+from .errors import (
+    ConfigurationError,
+    CowError,
+    InvalidNameError,
+    NotDeployedError,
+    NotEnabledError,
+    PendingChangesError,
+    UnsupportedTableError,
+)
+from .names import (
+    BASE_SUFFIX,
+    CHANGES_SUFFIX,
+    RESERVED_COLUMN_PREFIX,
+    TableName,
+    derived_name,
+    parse_table_name,
+)
+
+ENGINE_VERSION = 1
+_DEPLOY_LOCK = 0x636F7773  # "cows": serialises deploy/enable/disable across sessions
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What :func:`deploy` did."""
+
+    version: int
+    previous_version: int | None
+    changed: bool
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    """An enabled table and what sessions hold for it."""
+
+    table: str
+    schema: str
+    name: str
+    base: str
+    changes: str
+    mode: str
+    key_columns: tuple[str, ...]
+    engine_version: int
+    sessions: int
+    pending_rows: int
+
+
+@dataclass
+class EnableSchemaResult:
+    """What :func:`enable_schema` enabled, and what it skipped and why."""
+
+    enabled: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DisableSchemaResult:
+    """What :func:`disable_schema` disabled."""
+
+    disabled: list[str] = field(default_factory=list)
+
+
+def _lock(conn: psycopg.Connection) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DEPLOY_LOCK,))
+
+
+def installed_version(conn: psycopg.Connection) -> int | None:
+    """The engine version installed in this database, or None."""
+    row = conn.execute("SELECT to_regclass('cowsync.engine') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return None
+    version = conn.execute("SELECT max(version) FROM cowsync.engine").fetchone()
+    return None if version is None else version[0]
+
+
+def stored_config(conn: psycopg.Connection) -> CowConfig:
+    """The CowConfig the engine was deployed with."""
+    if installed_version(conn) is None:
+        raise NotDeployedError("cowsync is not deployed in this database: call cowsync.deploy(conn)")
+    values = dict(conn.execute("SELECT name, value FROM cowsync.settings").fetchall())
+    return CowConfig(
+        session_variable=values.get("session_variable", DEFAULT_CONFIG.session_variable),
+        operation_variable=values.get("operation_variable", DEFAULT_CONFIG.operation_variable),
+        visible_operations_variable=values.get(
+            "visible_operations_variable", DEFAULT_CONFIG.visible_operations_variable
+        ),
+        default_operation=values.get("default_operation", DEFAULT_CONFIG.default_operation),
+    )
+
+
+def deploy(conn: psycopg.Connection, config: CowConfig | None = None) -> DeployResult:
+    """Install or upgrade the cowsync engine in the connection's database.
+
+    Idempotent: when the installed engine is current, nothing changes. A newer
+    library upgrades the engine in place (registry migrations, then the engine
+    functions and every enabled table's view and trigger). The COW variable
+    names are fixed at first deploy; passing a different ``config`` later raises
+    :class:`ConfigurationError`.
+
+    >>> cowsync.deploy(conn)  # doctest: +SKIP
+    DeployResult(version=1, previous_version=None, changed=True)
+    """
+    with conn.transaction():
+        _lock(conn)
+        previous = installed_version(conn)
+        if previous is not None and previous > ENGINE_VERSION:
+            raise ConfigurationError(
+                f"this database runs cowsync engine version {previous}, newer than this "
+                f"library's {ENGINE_VERSION}: upgrade the cowsync package"
+            )
+        if previous is not None:
+            current = stored_config(conn)
+            if config is not None and config != current:
+                raise ConfigurationError(
+                    f"cowsync is deployed with {current}; redeploying with a different "
+                    f"config ({config}) is not supported"
+                )
+            if previous == ENGINE_VERSION:
+                return DeployResult(ENGINE_VERSION, previous, changed=False)
+        config = config or DEFAULT_CONFIG
+        for version, name in sqlfiles.migrations():
+            if previous is None or version > previous:
+                conn.execute(sqlfiles.read(name))
+        conn.execute(sqlfiles.read("engine_functions.sql"))
+        if previous is None:
+            conn.cursor().executemany(
+                "INSERT INTO cowsync.settings (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO NOTHING",
+                [
+                    ("session_variable", config.session_variable),
+                    ("operation_variable", config.operation_variable),
+                    ("visible_operations_variable", config.visible_operations_variable),
+                    ("default_operation", config.default_operation),
+                ],
+            )
+        else:
+            config = stored_config(conn)
+            for layout in _layouts(conn):
+                _install_table_objects(conn, layout, config, replace=True)
+            conn.execute("UPDATE cowsync.tables SET engine_version = %s", (ENGINE_VERSION,))
+        conn.execute("INSERT INTO cowsync.engine (version) VALUES (%s)", (ENGINE_VERSION,))
+    return DeployResult(ENGINE_VERSION, previous, changed=True)
+
+
+def _require_deployed(conn: psycopg.Connection) -> CowConfig:
+    version = installed_version(conn)
+    if version is None:
+        raise NotDeployedError("cowsync is not deployed in this database: call cowsync.deploy(conn)")
+    if version != ENGINE_VERSION:
+        raise ConfigurationError(
+            f"the database runs cowsync engine version {version} but this library expects "
+            f"{ENGINE_VERSION}: call cowsync.deploy(conn) to upgrade"
+        )
+    return stored_config(conn)
+
+
+def _registry_row(conn: psycopg.Connection, table: TableName) -> tuple[object, ...] | None:
+    """The registry row for a (possibly unqualified) enabled table name."""
+    if table.schema is not None:
+        return conn.execute(
+            "SELECT * FROM cowsync.tables WHERE schema_name = %s AND table_name = %s",
+            (table.schema, table.name),
+        ).fetchone()
+    return conn.execute(
+        """
+        SELECT t.* FROM unnest(current_schemas(false)) WITH ORDINALITY AS s(name, pos)
+        JOIN cowsync.tables t ON t.schema_name = s.name
+        WHERE t.table_name = %s ORDER BY s.pos LIMIT 1
+        """,
+        (table.name,),
+    ).fetchone()
+
+
+def _layout_from_row(conn: psycopg.Connection, row: tuple[object, ...]) -> render.TableLayout:
+    registry_id, schema, name, base, changes, _mode, keys, key_constraint = row[:8]
+    assert isinstance(schema, str) and isinstance(base, str)
+    located = catalog.resolve(conn, TableName(schema, base))
+    if located is None:
+        raise CowError(
+            f"the base table {schema}.{base} of enabled table {schema}.{name} is missing; "
+            "the registry is out of step with the catalog"
+        )
+    info = catalog.describe(conn, located[2])
+    return render.TableLayout(
+        registry_id=int(registry_id),  # type: ignore[call-overload]
+        schema=schema,
+        view_name=str(name),
+        base_name=base,
+        changes_name=str(changes),
+        key_columns=tuple(keys),  # type: ignore[arg-type]
+        key_constraint=str(key_constraint),
+        columns=tuple(info.columns),
+    )
+
+
+def _layouts(conn: psycopg.Connection) -> list[render.TableLayout]:
+    rows = conn.execute("SELECT * FROM cowsync.tables ORDER BY id").fetchall()
+    return [_layout_from_row(conn, row) for row in rows]
+
+
+def _check_enableable(conn: psycopg.Connection, info: catalog.TableInfo) -> None:
+    label = f"{info.schema}.{info.name}"
+    kinds = {"v": "a view", "m": "a materialized view", "p": "a partitioned table",
+             "f": "a foreign table", "S": "a sequence", "i": "an index", "c": "a type"}
+    if info.relkind != "r":
+        raise UnsupportedTableError(
+            f"{label} is {kinds.get(info.relkind, 'not a plain table')}; "
+            "cowsync can only enable plain tables"
+        )
+    if info.is_partition:
+        raise UnsupportedTableError(f"{label} is a partition; partitioned tables are not supported")
+    if info.has_parents or info.has_children:
+        raise UnsupportedTableError(
+            f"{label} takes part in table inheritance; cowsync cannot enable it"
+        )
+    if not info.key_columns or info.key_constraint is None:
+        raise UnsupportedTableError(
+            f"{label} has no primary key (nor a unique index on NOT NULL columns): "
+            f"add one, e.g. ALTER TABLE {label} ADD PRIMARY KEY (...)"
+        )
+    for column in info.columns:
+        if column.name.startswith(RESERVED_COLUMN_PREFIX):
+            raise InvalidNameError(
+                f"column {column.name!r} of {label} starts with {RESERVED_COLUMN_PREFIX!r}, "
+                "a prefix cowsync reserves; rename it"
+            )
+        if column.generated:
+            raise UnsupportedTableError(
+                f"{label}.{column.name} is a generated column; cowsync does not support "
+                "generated columns yet"
+            )
+    if info.dependent_views:
+        raise UnsupportedTableError(
+            f"views depend on {label} ({', '.join(info.dependent_views)}); they would keep "
+            "reading the base table and bypass sessions. Drop them, enable, then recreate them"
+        )
+    for suffix in (BASE_SUFFIX, CHANGES_SUFFIX):
+        name = derived_name(info.name, suffix)
+        if catalog.relation_exists(conn, info.schema, name):
+            raise InvalidNameError(
+                f"cannot enable {label}: a relation named {info.schema}.{name} already exists"
+            )
+
+
+def enable(conn: psycopg.Connection, table: str | tuple[str, str]) -> TableStatus:
+    """COW-enable a table in place: ``items`` becomes ``items_base`` plus the change
+    store ``items_changes``, behind a view named ``items``.
+
+    Idempotent: enabling an enabled table returns its status and changes nothing.
+    Everything happens in one transaction; a refusal changes nothing.
+
+    >>> cowsync.enable(conn, "public.items")  # doctest: +SKIP
+    """
+    name = parse_table_name(table)
+    with conn.transaction():
+        config = _require_deployed(conn)
+        _lock(conn)
+        if _registry_row(conn, name) is not None:
+            return _status_of(conn, name)
+        _enable_locked(conn, name, config)
+    return _status_of(conn, name)
+
+
+def _enable_locked(conn: psycopg.Connection, name: TableName, config: CowConfig) -> str:
+    located = catalog.resolve(conn, name)
+    if located is None:
+        raise NotEnabledError(f"no table named {name} (names are case-sensitive)")
+    schema, relname, oid, _kind = located
+    info = catalog.describe(conn, oid)
+    _check_enableable(conn, info)
+    assert info.key_constraint is not None
+    base_name = derived_name(relname, BASE_SUFFIX)
+    changes_name = derived_name(relname, CHANGES_SUFFIX)
+    row = conn.execute(
+        """
+        INSERT INTO cowsync.tables (schema_name, table_name, base_name, changes_name,
+                                    key_columns, key_constraint, engine_version)
+        VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id
+        """,
+        (schema, relname, base_name, changes_name, info.key_columns, info.key_constraint,
+         ENGINE_VERSION),
+    ).fetchone()
+    assert row is not None
+    layout = render.TableLayout(
+        registry_id=row[0],
+        schema=schema,
+        view_name=relname,
+        base_name=base_name,
+        changes_name=changes_name,
+        key_columns=tuple(info.key_columns),
+        key_constraint=info.key_constraint,
+        columns=tuple(info.columns),
+    )
+    conn.execute(
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+            sql.Identifier(schema, relname), sql.Identifier(base_name)
+        )
+    )
+    conn.execute(render.changes_table(layout))
+    if info.owner:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} OWNER TO {}").format(layout.changes, sql.Identifier(info.owner))
+        )
+    _install_table_objects(conn, layout, config, replace=False)
+    if info.owner:
+        conn.execute(
+            sql.SQL("ALTER VIEW {} OWNER TO {}").format(layout.view, sql.Identifier(info.owner))
+        )
+    _copy_privileges_and_comments(conn, layout, oid)
+    return f"{schema}.{relname}"
+
+
+def _install_table_objects(
+    conn: psycopg.Connection, layout: render.TableLayout, config: CowConfig, replace: bool
+) -> None:
+    """Create (or, on upgrade, recreate) the view and its trigger."""
+    if replace:
+        conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(layout.view))
+    conn.execute(render.view(layout, config))
+    for statement in render.view_defaults(layout):
+        conn.execute(statement)
+    conn.execute(render.trigger_function(layout, config))
+    conn.execute(render.trigger(layout))
+
+
+def _copy_privileges_and_comments(
+    conn: psycopg.Connection, layout: render.TableLayout, base_oid: int
+) -> None:
+    """The view answers to the table's name, so it carries the table's grants and comments."""
+    grants = conn.execute(
+        """
+        SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END,
+               a.privilege_type, a.is_grantable
+        FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = %s AND a.grantee <> c.relowner
+        """,
+        (base_oid,),
+    ).fetchall()
+    for grantee, privilege, grantable in grants:
+        conn.execute(
+            sql.SQL("GRANT {} ON {} TO {}{}").format(
+                sql.SQL(privilege),  # from aclexplode: a fixed set of keywords
+                layout.view,
+                sql.SQL("PUBLIC") if grantee is None else sql.Identifier(grantee),
+                sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+            )
+        )
+    comments = conn.execute(
+        """
+        SELECT NULL::text, obj_description(%(oid)s, 'pg_class')
+        UNION ALL
+        SELECT a.attname::text, col_description(%(oid)s, a.attnum)
+        FROM pg_attribute a WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
+        """,
+        {"oid": base_oid},
+    ).fetchall()
+    for column, text in comments:
+        if text is None:
+            continue
+        target = (
+            sql.SQL("VIEW {}").format(layout.view)
+            if column is None
+            else sql.SQL("COLUMN {}").format(sql.Identifier(layout.schema, layout.view_name, column))
+        )
+        conn.execute(sql.SQL("COMMENT ON {} IS {}").format(target, sql.Literal(text)))
+
+
+def enable_schema(
+    conn: psycopg.Connection, schema: str = "public", exclude: Iterable[str] = ()
+) -> EnableSchemaResult:
+    """Enable every eligible plain table of ``schema``.
+
+    Tables named in ``exclude``, already enabled, or not eligible (no key, a
+    partition, ...) are listed in ``skipped`` with the reason. All enabling happens
+    in one transaction.
+    """
+    excluded = set(exclude)
+    result = EnableSchemaResult()
+    with conn.transaction():
+        config = _require_deployed(conn)
+        _lock(conn)
+        enabled = {
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM cowsync.tables WHERE schema_name = %s", (schema,)
+            )
+        }
+        ours = {
+            r[0]
+            for r in conn.execute(
+                "SELECT unnest(ARRAY[base_name, changes_name]) FROM cowsync.tables "
+                "WHERE schema_name = %s",
+                (schema,),
+            )
+        }
+        tables = [
+            r[0]
+            for r in conn.execute(
+                """
+                SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname
+                """,
+                (schema,),
+            )
+        ]
+        for relname in tables:
+            if relname in ours:
+                continue
+            label = f"{schema}.{relname}"
+            if relname in excluded:
+                result.skipped[label] = "excluded"
+                continue
+            if relname in enabled:
+                result.skipped[label] = "already enabled"
+                continue
+            try:
+                with conn.transaction():
+                    _enable_locked(conn, TableName(schema, relname), config)
+            except (UnsupportedTableError, InvalidNameError) as exc:
+                result.skipped[label] = str(exc)
+            else:
+                result.enabled.append(label)
+    return result
+
+
+def _pending(conn: psycopg.Connection, changes: sql.Identifier) -> list[str]:
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT DISTINCT _cow_session FROM ONLY {} WHERE _cow_current "
+            "AND (_cow_existed OR NOT _cow_deleted) ORDER BY 1"
+        ).format(changes)
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def disable(conn: psycopg.Connection, table: str | tuple[str, str], force: bool = False) -> None:
+    """Give the original table back exactly: drop the view and change store, rename
+    ``items_base`` to ``items``.
+
+    Refuses with :class:`PendingChangesError` while sessions hold unapplied changes
+    for the table, unless ``force=True`` (which discards them).
+    """
+    name = parse_table_name(table)
+    with conn.transaction():
+        _require_deployed(conn)
+        _lock(conn)
+        row = _registry_row(conn, name)
+        if row is None:
+            raise NotEnabledError(f"{name} is not COW-enabled")
+        _disable_locked(conn, row, force)
+
+
+def _disable_locked(conn: psycopg.Connection, row: tuple[object, ...], force: bool) -> str:
+    registry_id, schema, view_name, base_name, changes_name = row[:5]
+    assert isinstance(schema, str) and isinstance(view_name, str)
+    label = f"{schema}.{view_name}"
+    changes = sql.Identifier(schema, str(changes_name))
+    sessions = _pending(conn, changes)
+    if sessions and not force:
+        raise PendingChangesError(
+            f"{label} has uncommitted changes in {len(sessions)} session(s) "
+            f"({', '.join(sessions[:5])}{', ...' if len(sessions) > 5 else ''}): commit or "
+            "discard them first, or pass force=True to drop them",
+            {label: sessions},
+        )
+    try:
+        conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier(schema, view_name)))
+    except psycopg.errors.DependentObjectsStillExist as exc:
+        raise CowError(
+            f"cannot disable {label}: other objects depend on its view ({exc.diag.message_detail}); "
+            "drop them first"
+        ) from exc
+    conn.execute(sql.SQL("DROP TABLE {}").format(changes))
+    conn.execute(
+        sql.SQL("DROP FUNCTION IF EXISTS {}()").format(
+            sql.Identifier("cowsync", f"write_{registry_id}")
+        )
+    )
+    conn.execute(
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+            sql.Identifier(schema, str(base_name)), sql.Identifier(view_name)
+        )
+    )
+    conn.execute("DELETE FROM cowsync.tables WHERE id = %s", (registry_id,))
+    return label
+
+
+def disable_schema(
+    conn: psycopg.Connection, schema: str = "public", force: bool = False
+) -> DisableSchemaResult:
+    """Disable every enabled table of ``schema`` in one transaction."""
+    result = DisableSchemaResult()
+    with conn.transaction():
+        _require_deployed(conn)
+        _lock(conn)
+        rows = conn.execute(
+            "SELECT * FROM cowsync.tables WHERE schema_name = %s ORDER BY table_name", (schema,)
+        ).fetchall()
+        for row in rows:
+            result.disabled.append(_disable_locked(conn, row, force))
+    return result
+
+
+def _status_of(conn: psycopg.Connection, name: TableName) -> TableStatus:
+    row = _registry_row(conn, name)
+    if row is None:
+        raise NotEnabledError(f"{name} is not COW-enabled")
+    return _status_row(conn, row)
+
+
+def _status_row(conn: psycopg.Connection, row: tuple[object, ...]) -> TableStatus:
+    _id, schema, name, base, changes, mode, keys, _constraint, version = row[:9]
+    counts = conn.execute(
+        sql.SQL(
+            "SELECT count(DISTINCT _cow_session), count(*) FROM ONLY {} "
+            "WHERE _cow_current AND (_cow_existed OR NOT _cow_deleted)"
+        ).format(sql.Identifier(str(schema), str(changes)))
+    ).fetchone()
+    assert counts is not None
+    return TableStatus(
+        table=f"{schema}.{name}",
+        schema=str(schema),
+        name=str(name),
+        base=str(base),
+        changes=str(changes),
+        mode=str(mode),
+        key_columns=tuple(keys),  # type: ignore[arg-type]
+        engine_version=int(version),  # type: ignore[call-overload]
+        sessions=counts[0],
+        pending_rows=counts[1],
+    )
+
+
+def status(conn: psycopg.Connection) -> list[TableStatus]:
+    """Every enabled table with the number of sessions and rows pending for it."""
+    _require_deployed(conn)
+    rows = conn.execute("SELECT * FROM cowsync.tables ORDER BY schema_name, table_name").fetchall()
+    return [_status_row(conn, row) for row in rows]

@@ -1,0 +1,32 @@
+-- Per-table template: the view that takes the table's name.
+-- Rendered by cowsync.render with psycopg.sql; {placeholders} are composed
+-- identifiers and literals, never raw user text.
+--
+-- The change store inherits from the base, so one scan of the base (an append of
+-- base and change store) yields every candidate row and the view stays a
+-- single-relation query: FOR UPDATE / SKIP LOCKED work through it and key
+-- predicates reach both relations' indexes. A base row is shown unless this
+-- session holds a current change for its key; a change-store row is shown only
+-- when it is this session's live current row.
+CREATE VIEW {view} AS
+SELECT {b_columns}
+FROM {base} AS _cow_b
+WHERE (
+        _cow_b.tableoid = {base_regclass}::regclass
+        AND NOT EXISTS (
+            SELECT 1 FROM ONLY {changes} AS _cow_c
+            WHERE _cow_c._cow_session = current_setting({session_variable}, true)
+              AND {c_key_equals_b}
+              AND _cow_c._cow_current
+        )
+    )
+    OR (
+        _cow_b.tableoid = {changes_regclass}::regclass
+        AND EXISTS (
+            SELECT 1 FROM ONLY {changes} AS _cow_c
+            WHERE _cow_c.ctid = _cow_b.ctid
+              AND _cow_c._cow_session = current_setting({session_variable}, true)
+              AND _cow_c._cow_current
+              AND NOT _cow_c._cow_deleted
+        )
+    )
