@@ -4,11 +4,13 @@
 -- and constraint name as the base). Unique and foreign keys are not inherited:
 -- the trigger judges keys against what the session sees.
 -- One row per (key, session, operation): the history review and partial commit
--- need. Exactly one row per (session, key) is current: what the session sees.
+-- need; _cow_first_seq/_cow_seq are the operation's first and last write of the
+-- key, which order operations and give their dependencies. Exactly one row per (session, key) is current: what the session sees.
 -- Deleted rows keep their last values (so inherited constraints still hold).
 CREATE TABLE {changes} (
     _cow_session    text        NOT NULL,
     _cow_operation  text        NOT NULL,
+    _cow_first_seq  bigint      NOT NULL,
     _cow_seq        bigint      NOT NULL,
     _cow_current    boolean     NOT NULL,
     _cow_deleted    boolean     NOT NULL,

@@ -19,6 +19,7 @@ DECLARE
     existed2 boolean := false;
     before2  jsonb;
     base_row record;
+    seq      bigint;
 BEGIN
     IF sid IS NULL THEN
         -- Production: write the base. Rows are compared as text so an update or
