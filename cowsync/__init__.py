@@ -9,6 +9,7 @@ Sync, psycopg 3 native. Every function takes a :class:`psycopg.Connection` first
 ...     conn.execute("UPDATE items SET qty = 0")
 """
 
+from .apply import CommitResult, Conflict, DiscardResult, commit, discard
 from .binding import Binding, bind, current_binding, new_session_id, session, unbound
 from .config import CowConfig
 from .errors import (
@@ -22,6 +23,16 @@ from .errors import (
     NotEnabledError,
     PendingChangesError,
     UnsupportedTableError,
+)
+from .review import (
+    OperationInfo,
+    RowChange,
+    SessionInfo,
+    annotate,
+    dependencies,
+    diff,
+    operations,
+    sessions,
 )
 from .install import (
     ENGINE_VERSION,
@@ -40,6 +51,19 @@ from .install import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CommitResult",
+    "Conflict",
+    "DiscardResult",
+    "OperationInfo",
+    "RowChange",
+    "SessionInfo",
+    "annotate",
+    "commit",
+    "dependencies",
+    "diff",
+    "discard",
+    "operations",
+    "sessions",
     "ENGINE_VERSION",
     "Binding",
     "CommitError",

@@ -41,7 +41,9 @@ CREATE TABLE IF NOT EXISTS cowsync.sessions (
     session_id text PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now(),
     label      text,
-    metadata   jsonb NOT NULL DEFAULT '{}'::jsonb
+    metadata   jsonb NOT NULL DEFAULT '{}'::jsonb,
+    -- Set on the read-only copies that previews materialise (see cowsync.preview).
+    preview_of text
 );
 
 -- Operations group a session's writes (a tool call, a request).

@@ -1,0 +1,550 @@
+"""Applying a session to the base tables (commit) or dropping it (discard)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from .config import validate_id
+from .errors import CommitError, ConfigurationError, ConflictError, DependencyError
+from .registry import EnabledTable, enabled_tables, foreign_keys, parents_first
+from .review import dependencies, net_rows
+
+ConflictPolicy = Literal["abort", "skip", "overwrite", "merge"]
+ProgressCallback = Callable[[str, str, int], None]
+_POLICIES = ("abort", "skip", "overwrite", "merge")
+_SESSION_LOCK = 0x636F7774  # with hashtext(session id): one commit/discard per session at a time
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A row the session changed whose base row changed after the session first touched it."""
+
+    table: str
+    key: dict[str, Any]
+    kind: str
+    before: dict[str, Any] | None  # base when the session first touched the row
+    base: dict[str, Any] | None  # base now
+    session: dict[str, Any] | None  # the session's row (None for a delete)
+    resolution: str = "abort"  # what on_conflict did: abort, skip, overwrite or merge
+    columns: tuple[str, ...] = ()  # for merge: columns changed on both sides
+
+
+@dataclass
+class CommitResult:
+    """What :func:`commit` applied, per table and kind, and the conflicts it handled."""
+
+    session_id: str
+    operations: list[str]
+    applied: dict[str, dict[str, int]] = field(default_factory=dict)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Rows applied, all tables and kinds together."""
+        return sum(sum(kinds.values()) for kinds in self.applied.values())
+
+    @property
+    def nothing_to_commit(self) -> bool:
+        return self.total == 0 and not self.conflicts
+
+
+@dataclass
+class DiscardResult:
+    """What :func:`discard` removed: history rows per table, and the operations."""
+
+    session_id: str
+    operations: list[str]
+    discarded: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.discarded.values())
+
+
+def _lock_session(conn: psycopg.Connection, session_id: str) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_SESSION_LOCK, session_id))
+
+
+def _session_operations(conn: psycopg.Connection, session_id: str) -> list[str]:
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT operation_id FROM cowsync.operations WHERE session_id = %s ORDER BY first_seq",
+            (session_id,),
+        )
+    ]
+
+
+def _closure(start: set[str], edges: dict[str, set[str]]) -> set[str]:
+    seen = set(start)
+    todo = list(start)
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _choose_operations(
+    conn: psycopg.Connection,
+    session_id: str,
+    operations: Iterable[str] | None,
+    include: bool,
+    direction: Literal["dependencies", "dependents"],
+) -> list[str] | None:
+    """Validate chosen operations and close them under dependencies (or dependents)."""
+    if operations is None:
+        return None
+    chosen = {validate_id(op, "operation id") for op in operations}
+    known = _session_operations(conn, session_id)
+    unknown = chosen - set(known)
+    if unknown:
+        raise ConfigurationError(
+            f"session {session_id!r} has no operation(s) {', '.join(sorted(unknown))}; "
+            f"its operations are: {', '.join(known) or 'none'}"
+        )
+    deps = dependencies(conn, session_id)
+    if direction == "dependents":
+        reverse: dict[str, set[str]] = {op: set() for op in deps}
+        for op, needs in deps.items():
+            for n in needs:
+                reverse.setdefault(n, set()).add(op)
+        deps = reverse
+    closed = _closure(chosen, deps)
+    missing = closed - chosen
+    if missing and not include:
+        flag = "include_dependencies" if direction == "dependencies" else "include_dependents"
+        verb = "depend on" if direction == "dependencies" else "are depended on by"
+        raise DependencyError(
+            f"the chosen operations {verb} operations not chosen: "
+            f"{', '.join(sorted(missing))}. Add them, or pass {flag}=True",
+            missing,
+        )
+    return [op for op in known if op in closed]
+
+
+# --- commit -----------------------------------------------------------------------
+
+
+def _net_table(t: EnabledTable) -> sql.Identifier:
+    return sql.Identifier(f"_cow_net_{t.registry_id}")
+
+
+def _build_net(
+    conn: psycopg.Connection, t: EnabledTable, session_id: str, ops: list[str] | None
+) -> None:
+    """Materialise the net effect per key, classified as insert/update/delete/none."""
+    net, params = net_rows(t, ops)
+    meta = sql.SQL(
+        "ARRAY['_cow_session','_cow_operation','_cow_first_seq','_cow_seq','_cow_current',"
+        "'_cow_deleted','_cow_existed','_cow_before','_cow_written_at']"
+    )
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(_net_table(t)))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {net_table} AS "
+            "SELECT n.*, CASE "
+            " WHEN NOT n._cow_existed AND NOT n._cow_deleted THEN 'insert' "
+            " WHEN n._cow_existed AND n._cow_deleted THEN 'delete' "
+            " WHEN n._cow_existed AND (to_jsonb(n) - {meta}) IS DISTINCT FROM n._cow_before "
+            "   THEN 'update' "
+            " ELSE 'none' END AS _cow_kind "
+            "FROM ({net}) AS n"
+        ).format(net_table=_net_table(t), meta=meta, net=net),
+        {"sid": session_id, **params},
+    )
+
+
+def _find_conflicts(conn: psycopg.Connection, t: EnabledTable) -> list[Conflict]:
+    """Rows whose base changed since first touch; locks the base rows involved.
+
+    Each conflict carries typed values and, in ``columns``, the columns both the
+    base and the session changed to different values (what a merge cannot settle).
+    """
+    conn.execute(
+        sql.SQL(
+            "SELECT 1 FROM ONLY {base} AS b JOIN {net} AS n ON {match} "
+            "WHERE n._cow_kind <> 'none' FOR UPDATE OF b"
+        ).format(base=t.base, net=_net_table(t), match=t.key_match("b", "n"))
+    )
+    meta = sql.SQL(
+        "ARRAY['_cow_session','_cow_operation','_cow_first_seq','_cow_seq','_cow_current',"
+        "'_cow_deleted','_cow_existed','_cow_before','_cow_written_at','_cow_kind']"
+    )
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT n._cow_kind, n._cow_existed, n._cow_deleted, b IS NOT NULL, "
+            "ARRAY(SELECT e.key FROM jsonb_each(to_jsonb(n) - {meta}) AS e "
+            "      WHERE e.value IS DISTINCT FROM n._cow_before -> e.key "
+            "        AND to_jsonb(b) -> e.key IS DISTINCT FROM n._cow_before -> e.key "
+            "        AND e.value IS DISTINCT FROM to_jsonb(b) -> e.key), "
+            "{n_cols}, {b_cols}, {bf_cols} "
+            "FROM {net} AS n LEFT JOIN ONLY {base} AS b ON {match} "
+            "LEFT JOIN LATERAL jsonb_populate_record(NULL::{base}, n._cow_before) AS bf "
+            "ON n._cow_before IS NOT NULL "
+            "WHERE (n._cow_kind IN ('update', 'delete') "
+            "       AND to_jsonb(b) IS DISTINCT FROM n._cow_before) "
+            "   OR (n._cow_kind = 'insert' AND b IS NOT NULL) "
+            "ORDER BY {keys}"
+        ).format(
+            meta=meta,
+            n_cols=t.cols("n"),
+            b_cols=t.cols("b"),
+            bf_cols=t.cols("bf"),
+            net=_net_table(t),
+            base=t.base,
+            match=t.key_match("b", "n"),
+            keys=t.keys("n"),
+        )
+    ).fetchall()
+    width = len(t.columns)
+    conflicts = []
+    for row in rows:
+        kind, existed, deleted, base_present, overlap = row[:5]
+        mine = dict(zip(t.columns, row[5 : 5 + width]))
+        base_now = dict(zip(t.columns, row[5 + width : 5 + 2 * width])) if base_present else None
+        before = dict(zip(t.columns, row[5 + 2 * width :])) if existed else None
+        key = {k: mine[k] for k in t.key_columns}
+        conflicts.append(
+            Conflict(
+                t.label,
+                key,
+                kind,
+                before,
+                base_now,
+                None if deleted else mine,
+                "abort",
+                tuple(overlap),
+            )
+        )
+    return conflicts
+
+
+def _set_kind(
+    conn: psycopg.Connection, t: EnabledTable, key: dict[str, Any], kind: str
+) -> None:
+    conn.execute(
+        sql.SQL("UPDATE {net} AS n SET _cow_kind = %(kind)s WHERE {cond}").format(
+            net=_net_table(t),
+            cond=sql.SQL(" AND ").join(
+                sql.SQL("n.{} = %({})s").format(sql.Identifier(k), sql.SQL(f"k{i}"))
+                for i, k in enumerate(t.key_columns)
+            ),
+        ),
+        {"kind": kind, **{f"k{i}": key[k] for i, k in enumerate(t.key_columns)}},
+    )
+
+
+def _merge_rows(conn: psycopg.Connection, t: EnabledTable) -> None:
+    """Three-way merge, set-based: a column the session changed keeps the session's
+    value, any other column takes the base's current value."""
+    assignments = sql.SQL(", ").join(
+        sql.SQL(
+            "{col} = CASE WHEN to_jsonb(n.{col}) IS DISTINCT FROM n._cow_before -> {name} "
+            "THEN n.{col} ELSE b.{col} END"
+        ).format(col=sql.Identifier(c), name=sql.Literal(c))
+        for c in t.columns
+    )
+    conn.execute(
+        sql.SQL(
+            "UPDATE {net} AS n SET {assignments} FROM ONLY {base} AS b "
+            "WHERE {match} AND n._cow_kind = 'update' "
+            "AND to_jsonb(b) IS DISTINCT FROM n._cow_before"
+        ).format(
+            net=_net_table(t), assignments=assignments, base=t.base, match=t.key_match("b", "n")
+        )
+    )
+
+
+def _resolve_conflicts(
+    conn: psycopg.Connection,
+    t: EnabledTable,
+    found: list[Conflict],
+    policy: ConflictPolicy,
+) -> tuple[list[Conflict], list[Conflict]]:
+    """Apply the policy to one table's conflicts; return (handled, unresolved)."""
+    handled: list[Conflict] = []
+    unresolved: list[Conflict] = []
+    mergeable = False
+    for conflict in found:
+        conflict = replace(conflict, resolution=policy)
+        if policy == "abort":
+            unresolved.append(conflict)
+        elif policy == "skip":
+            _set_kind(conn, t, conflict.key, "skip")
+            handled.append(conflict)
+        elif policy == "overwrite":
+            if conflict.kind == "insert":
+                _set_kind(conn, t, conflict.key, "update")
+            elif conflict.base is None:
+                _set_kind(conn, t, conflict.key, "insert" if conflict.kind == "update" else "none")
+            handled.append(conflict)
+        elif conflict.kind != "update" or conflict.base is None or conflict.columns:
+            unresolved.append(conflict)
+        else:
+            mergeable = True
+            handled.append(conflict)
+    if mergeable and not unresolved:
+        _merge_rows(conn, t)
+    return handled, unresolved
+
+
+def _apply_statement(
+    conn: psycopg.Connection, t: EnabledTable, kind: str
+) -> int:
+    net = _net_table(t)
+    if kind == "insert":
+        query = sql.SQL(
+            "INSERT INTO {base} ({cols}) {overriding} SELECT {n_cols} FROM {net} AS n "
+            "WHERE n._cow_kind = 'insert'"
+        ).format(
+            base=t.base,
+            cols=t.cols(),
+            overriding=sql.SQL("OVERRIDING SYSTEM VALUE" if t.always_identity else ""),
+            n_cols=t.cols("n"),
+            net=net,
+        )
+    elif kind == "update":
+        values = [c for c in t.columns if c not in t.key_columns]
+        if not values:
+            return 0
+        query = sql.SQL(
+            "UPDATE ONLY {base} AS b SET ({cols}) = ROW({n_cols}) FROM {net} AS n "
+            "WHERE {match} AND n._cow_kind = 'update'"
+        ).format(
+            base=t.base,
+            cols=sql.SQL(", ").join(sql.Identifier(c) for c in values),
+            n_cols=sql.SQL(", ").join(sql.Identifier("n", c) for c in values),
+            net=net,
+            match=t.key_match("b", "n"),
+        )
+    else:
+        query = sql.SQL(
+            "DELETE FROM ONLY {base} AS b USING {net} AS n WHERE {match} AND n._cow_kind = 'delete'"
+        ).format(base=t.base, net=net, match=t.key_match("b", "n"))
+    try:
+        cur = conn.execute(query)
+    except psycopg.errors.IntegrityError as exc:
+        diag = exc.diag
+        raise CommitError(
+            f"commit of {t.label} failed ({kind}): {diag.message_primary}"
+            + (f" — {diag.message_detail}" if diag.message_detail else "")
+            + ". Nothing was applied; fix the session (or the base) and commit again",
+            table=t.label,
+            constraint=diag.constraint_name,
+        ) from exc
+    return cur.rowcount
+
+
+def _settle_session(
+    conn: psycopg.Connection,
+    t: EnabledTable,
+    session_id: str,
+    ops: list[str] | None,
+) -> int:
+    """Remove what was applied from the session; re-anchor what remains on the new base."""
+    params: dict[str, Any] = {"sid": session_id}
+    if ops is None:
+        cur = conn.execute(
+            sql.SQL("DELETE FROM ONLY {} WHERE _cow_session = %(sid)s").format(t.changes), params
+        )
+        return cur.rowcount
+    params["ops"] = ops
+    removed = conn.execute(
+        sql.SQL(
+            "DELETE FROM ONLY {} WHERE _cow_session = %(sid)s AND _cow_operation = ANY(%(ops)s)"
+        ).format(t.changes),
+        params,
+    ).rowcount
+    # Rows of later operations now build on the committed base row.
+    conn.execute(
+        sql.SQL(
+            "UPDATE ONLY {changes} AS c SET _cow_existed = b_row IS NOT NULL, "
+            "_cow_before = b_row "
+            "FROM (SELECT {n_keys}, to_jsonb(b) AS b_row FROM {net} AS n "
+            "      LEFT JOIN ONLY {base} AS b ON {bn_match} "
+            "      WHERE n._cow_kind NOT IN ('skip')) AS n "
+            "WHERE c._cow_session = %(sid)s AND {cn_match}"
+        ).format(
+            changes=t.changes,
+            n_keys=t.keys("n"),
+            net=_net_table(t),
+            base=t.base,
+            bn_match=t.key_match("b", "n"),
+            cn_match=t.key_match("c", "n"),
+        ),
+        {"sid": session_id},
+    )
+    _restore_current(conn, t, session_id)
+    return removed
+
+
+def _restore_current(conn: psycopg.Connection, t: EnabledTable, session_id: str) -> None:
+    """Where a key lost its current row, the latest remaining write becomes current."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE ONLY {changes} AS c SET _cow_current = true "
+            "FROM (SELECT {keys}, max(_cow_seq) AS last_seq FROM ONLY {changes} "
+            "      WHERE _cow_session = %(sid)s GROUP BY {keys} "
+            "      HAVING NOT bool_or(_cow_current)) AS m "
+            "WHERE c._cow_session = %(sid)s AND {match} AND c._cow_seq = m.last_seq"
+        ).format(changes=t.changes, keys=t.keys(), match=t.key_match("c", "m")),
+        {"sid": session_id},
+    )
+
+
+def _drop_skipped(
+    conn: psycopg.Connection, t: EnabledTable, session_id: str
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "DELETE FROM ONLY {changes} AS c USING {net} AS n "
+            "WHERE c._cow_session = %(sid)s AND {match} AND n._cow_kind = 'skip'"
+        ).format(changes=t.changes, net=_net_table(t), match=t.key_match("c", "n")),
+        {"sid": session_id},
+    )
+
+
+def _forget_empty_operations(conn: psycopg.Connection, session_id: str) -> None:
+    """Drop registry entries of operations (and the session) with nothing left."""
+    tables = enabled_tables(conn)
+    if tables:
+        live = sql.SQL(" UNION ").join(
+            sql.SQL("SELECT DISTINCT _cow_operation FROM ONLY {} WHERE _cow_session = %(sid)s").format(
+                t.changes
+            )
+            for t in tables
+        )
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM cowsync.operations WHERE session_id = %(sid)s "
+                "AND operation_id NOT IN ({})"
+            ).format(live),
+            {"sid": session_id},
+        )
+    else:
+        conn.execute("DELETE FROM cowsync.operations WHERE session_id = %s", (session_id,))
+    conn.execute(
+        "DELETE FROM cowsync.sessions s WHERE s.session_id = %s AND s.label IS NULL "
+        "AND s.metadata = '{}'::jsonb "
+        "AND NOT EXISTS (SELECT 1 FROM cowsync.operations o WHERE o.session_id = s.session_id)",
+        (session_id,),
+    )
+
+
+def commit(
+    conn: psycopg.Connection,
+    session_id: str,
+    operations: Iterable[str] | None = None,
+    tables: Iterable[str] | None = None,
+    on_conflict: ConflictPolicy = "abort",
+    include_dependencies: bool = False,
+    progress: ProgressCallback | None = None,
+) -> CommitResult:
+    """Apply a session's net effect (or chosen operations') to the base tables.
+
+    All tables in one transaction, parents inserted before children and children
+    deleted before parents, one statement per table and kind. What was applied is
+    removed from the session; the rest stays reviewable. A failure leaves base and
+    session exactly as before.
+
+    ``on_conflict`` decides what happens when a base row changed after the session
+    first touched it: ``"abort"`` raises :class:`ConflictError`, ``"skip"`` keeps the
+    base and drops the session's row, ``"overwrite"`` lets the session win, and
+    ``"merge"`` merges column by column (overlapping changes still abort).
+
+    >>> cowsync.commit(conn, sid, operations=["restock"])  # doctest: +SKIP
+    """
+    validate_id(session_id, "session id")
+    if on_conflict not in _POLICIES:
+        raise ConfigurationError(
+            f"on_conflict must be one of {', '.join(_POLICIES)}, got {on_conflict!r}"
+        )
+    with conn.transaction():
+        _lock_session(conn, session_id)
+        ops = _choose_operations(conn, session_id, operations, include_dependencies, "dependencies")
+        all_tables = enabled_tables(conn)
+        scope = enabled_tables(conn, tables) if tables is not None else all_tables
+        ordered = parents_first(scope, foreign_keys(conn, all_tables))
+        result = CommitResult(session_id, ops if ops is not None else _session_operations(conn, session_id))
+        unresolved: list[Conflict] = []
+        for t in ordered:
+            _build_net(conn, t, session_id, ops)
+            handled, bad = _resolve_conflicts(conn, t, _find_conflicts(conn, t), on_conflict)
+            result.conflicts.extend(handled)
+            unresolved.extend(bad)
+        if unresolved:
+            raise ConflictError(
+                f"{len(unresolved)} row(s) changed in the base after session {session_id!r} "
+                "touched them; nothing was applied. Review the conflicts, then commit with "
+                "on_conflict='skip', 'overwrite' or 'merge', or discard those operations",
+                unresolved,
+            )
+        for t in ordered:
+            counts = result.applied.setdefault(t.label, {"insert": 0, "update": 0, "delete": 0})
+            for kind in ("insert", "update"):
+                counts[kind] = _apply_statement(conn, t, kind)
+                if progress:
+                    progress(t.label, kind, counts[kind])
+        for t in reversed(ordered):
+            counts = result.applied[t.label]
+            counts["delete"] = _apply_statement(conn, t, "delete")
+            if progress:
+                progress(t.label, "delete", counts["delete"])
+        for t in ordered:
+            _drop_skipped(conn, t, session_id)
+            _settle_session(conn, t, session_id, ops)
+            conn.execute(sql.SQL("DROP TABLE pg_temp.{}").format(_net_table(t)))
+        _forget_empty_operations(conn, session_id)
+    result.applied = {k: v for k, v in result.applied.items() if any(v.values())}
+    return result
+
+
+# --- discard ----------------------------------------------------------------------
+
+
+def discard(
+    conn: psycopg.Connection,
+    session_id: str,
+    operations: Iterable[str] | None = None,
+    tables: Iterable[str] | None = None,
+    include_dependents: bool = False,
+) -> DiscardResult:
+    """Drop a session's changes (or chosen operations'). Never touches the base.
+
+    Discarding an operation that later operations build on raises
+    :class:`DependencyError` unless ``include_dependents=True``.
+    """
+    validate_id(session_id, "session id")
+    with conn.transaction():
+        _lock_session(conn, session_id)
+        ops = _choose_operations(conn, session_id, operations, include_dependents, "dependents")
+        scope = enabled_tables(conn, tables)
+        result = DiscardResult(
+            session_id, ops if ops is not None else _session_operations(conn, session_id)
+        )
+        for t in scope:
+            if ops is None:
+                removed = conn.execute(
+                    sql.SQL("DELETE FROM ONLY {} WHERE _cow_session = %(sid)s").format(t.changes),
+                    {"sid": session_id},
+                ).rowcount
+            else:
+                removed = conn.execute(
+                    sql.SQL(
+                        "DELETE FROM ONLY {} WHERE _cow_session = %(sid)s "
+                        "AND _cow_operation = ANY(%(ops)s)"
+                    ).format(t.changes),
+                    {"sid": session_id, "ops": ops},
+                ).rowcount
+                _restore_current(conn, t, session_id)
+            if removed:
+                result.discarded[t.label] = removed
+        _forget_empty_operations(conn, session_id)
+    return result

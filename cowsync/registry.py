@@ -1,0 +1,178 @@
+"""Reading the registry: which tables are enabled, and how they are laid out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from .errors import NotDeployedError, NotEnabledError
+from .names import parse_table_name
+
+
+@dataclass(frozen=True)
+class EnabledTable:
+    """One enabled table: its view, base and change store, key and columns."""
+
+    registry_id: int
+    schema: str
+    name: str
+    base_name: str
+    changes_name: str
+    key_columns: tuple[str, ...]
+    columns: tuple[str, ...]
+    always_identity: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def base(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.base_name)
+
+    @property
+    def changes(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.changes_name)
+
+    @property
+    def view(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    def cols(self, prefix: str | None = None) -> sql.Composed:
+        """The table's columns as a list, optionally qualified by ``prefix``."""
+        return _idents(self.columns, prefix)
+
+    def keys(self, prefix: str | None = None) -> sql.Composed:
+        """The key columns as a list, optionally qualified by ``prefix``."""
+        return _idents(self.key_columns, prefix)
+
+    def key_match(self, left: str, right: str) -> sql.Composed:
+        """``left.k1 = right.k1 AND ...`` over the key columns."""
+        return sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k))
+            for k in self.key_columns
+        )
+
+
+def _idents(names: Iterable[str], prefix: str | None) -> sql.Composed:
+    if prefix is None:
+        return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
+
+
+def require_engine(conn: psycopg.Connection) -> None:
+    row = conn.execute("SELECT to_regclass('cowsync.tables') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        raise NotDeployedError("cowsync is not deployed in this database: call cowsync.deploy(conn)")
+
+
+def enabled_tables(
+    conn: psycopg.Connection, tables: Iterable[str] | None = None
+) -> list[EnabledTable]:
+    """Enabled tables (all, or those named), ordered by schema and name.
+
+    Raises :class:`NotEnabledError` for a named table that is not enabled.
+    """
+    require_engine(conn)
+    rows = conn.execute(
+        """
+        SELECT t.id, t.schema_name, t.table_name, t.base_name, t.changes_name, t.key_columns,
+               array_agg(a.attname::text ORDER BY a.attnum),
+               bool_or(a.attidentity = 'a')
+        FROM cowsync.tables t
+        JOIN pg_namespace n ON n.nspname = t.schema_name
+        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.base_name
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        GROUP BY t.id
+        ORDER BY t.schema_name, t.table_name
+        """
+    ).fetchall()
+    found = [
+        EnabledTable(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), tuple(r[6]), bool(r[7]))
+        for r in rows
+    ]
+    if tables is None:
+        return found
+    search_path = [r[0] for r in conn.execute("SELECT unnest(current_schemas(false))")]
+    chosen: list[EnabledTable] = []
+    for raw in tables:
+        name = parse_table_name(raw)
+        schemas = [name.schema] if name.schema else search_path
+        match = next(
+            (t for s in schemas for t in found if t.schema == s and t.name == name.name), None
+        )
+        if match is None:
+            raise NotEnabledError(f"{name} is not a COW-enabled table")
+        if match not in chosen:
+            chosen.append(match)
+    return chosen
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key from one enabled table to another (or itself)."""
+
+    name: str
+    child: EnabledTable
+    child_columns: tuple[str, ...]
+    parent: EnabledTable
+    parent_columns: tuple[str, ...]
+    on_delete: str  # 'a' no action, 'r' restrict, 'c' cascade, 'n' set null, 'd' set default
+
+
+def foreign_keys(conn: psycopg.Connection, tables: list[EnabledTable]) -> list[ForeignKey]:
+    """Foreign keys between the bases of enabled tables."""
+    by_base = {(t.schema, t.base_name): t for t in tables}
+    rows = conn.execute(
+        """
+        SELECT con.conname, cn.nspname, cc.relname, pn.nspname, pc.relname,
+               ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
+                     JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n
+                     ORDER BY k.o),
+               ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, o)
+                     JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n
+                     ORDER BY k.o),
+               con.confdeltype::text
+        FROM pg_constraint con
+        JOIN pg_class cc ON cc.oid = con.conrelid
+        JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+        JOIN pg_class pc ON pc.oid = con.confrelid
+        JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+        WHERE con.contype = 'f'
+        ORDER BY con.conname
+        """
+    ).fetchall()
+    keys = []
+    for name, cschema, crel, pschema, prel, ccols, pcols, on_delete in rows:
+        child = by_base.get((cschema, crel))
+        parent = by_base.get((pschema, prel))
+        if child is not None and parent is not None:
+            keys.append(ForeignKey(name, child, tuple(ccols), parent, tuple(pcols), on_delete))
+    return keys
+
+
+def parents_first(tables: list[EnabledTable], fks: list[ForeignKey]) -> list[EnabledTable]:
+    """Order tables so a referenced table comes before the tables referencing it.
+
+    Cycles (other than self-references) keep their registry order; a commit that
+    needs a particular order inside a cycle relies on deferrable constraints.
+    """
+    remaining = list(tables)
+    ordered: list[EnabledTable] = []
+    while remaining:
+        ready = [
+            t
+            for t in remaining
+            if not any(
+                fk.child == t and fk.parent != t and fk.parent in remaining for fk in fks
+            )
+        ]
+        if not ready:  # a cycle: take the first to break it
+            ready = [remaining[0]]
+        for t in ready:
+            ordered.append(t)
+            remaining.remove(t)
+    return ordered

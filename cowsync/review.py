@@ -1,0 +1,337 @@
+"""Reviewing sessions: what they are, their operations, dependencies and row diff."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from .config import validate_id
+from .registry import EnabledTable, enabled_tables, foreign_keys, require_engine
+
+ChangeKind = Literal["insert", "update", "delete"]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A session with pending changes (or an annotated one)."""
+
+    session_id: str
+    created_at: datetime
+    last_write_at: datetime | None
+    tables: tuple[str, ...]
+    operations: int
+    rows: int
+    label: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OperationInfo:
+    """One operation of a session, with what it wrote."""
+
+    operation_id: str
+    first_write_at: datetime
+    last_write_at: datetime | None
+    tables: tuple[str, ...]
+    inserted: int
+    updated: int
+    deleted: int
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """The net change of one row: base at first touch (``before``) against the session."""
+
+    table: str
+    key: dict[str, Any]
+    kind: ChangeKind
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    changed: tuple[str, ...]
+    operation: str
+
+
+@dataclass
+class _TableCounts:
+    last: datetime | None = None
+    rows: int = 0
+    tables: set[str] = field(default_factory=set)
+
+
+def annotate(
+    conn: psycopg.Connection,
+    session_id: str,
+    label: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Attach a label and JSON metadata to a session (created if new).
+
+    Metadata is merged into what the session already carries.
+
+    >>> cowsync.annotate(conn, sid, label="restock run", metadata={"agent": "planner"})  # doctest: +SKIP
+    """
+    require_engine(conn)
+    validate_id(session_id, "session id")
+    conn.execute(
+        """
+        INSERT INTO cowsync.sessions (session_id, label, metadata)
+        VALUES (%(sid)s, %(label)s, coalesce(%(meta)s::jsonb, '{}'::jsonb))
+        ON CONFLICT (session_id) DO UPDATE
+        SET label = coalesce(%(label)s, cowsync.sessions.label),
+            metadata = cowsync.sessions.metadata || coalesce(%(meta)s::jsonb, '{}'::jsonb)
+        """,
+        {
+            "sid": session_id,
+            "label": label,
+            "meta": None if metadata is None else json.dumps(dict(metadata), default=str),
+        },
+    )
+
+
+def sessions(conn: psycopg.Connection) -> list[SessionInfo]:
+    """Every session that has pending changes or was annotated, oldest first."""
+    tables = enabled_tables(conn)
+    counts: dict[str, _TableCounts] = defaultdict(_TableCounts)
+    if tables:
+        query = sql.SQL(" UNION ALL ").join(
+            sql.SQL(
+                "SELECT _cow_session, {label}, max(_cow_written_at), "
+                "count(*) FILTER (WHERE _cow_current AND (_cow_existed OR NOT _cow_deleted)) "
+                "FROM ONLY {changes} GROUP BY _cow_session"
+            ).format(label=sql.Literal(t.label), changes=t.changes)
+            for t in tables
+        )
+        for sid, label, last, rows in conn.execute(query):
+            entry = counts[sid]
+            entry.rows += rows
+            entry.tables.add(label)
+            if last is not None and (entry.last is None or last > entry.last):
+                entry.last = last
+    registry = conn.execute(
+        """
+        SELECT s.session_id, s.created_at, s.label, s.metadata,
+               (SELECT count(*) FROM cowsync.operations o WHERE o.session_id = s.session_id)
+        FROM cowsync.sessions s
+        WHERE s.preview_of IS NULL
+        ORDER BY s.created_at, s.session_id
+        """
+    ).fetchall()
+    result = []
+    for sid, created, label, metadata, n_ops in registry:
+        entry = counts.get(sid, _TableCounts())
+        result.append(
+            SessionInfo(
+                session_id=sid,
+                created_at=created,
+                last_write_at=entry.last,
+                tables=tuple(sorted(entry.tables)),
+                operations=n_ops,
+                rows=entry.rows,
+                label=label,
+                metadata=metadata or {},
+            )
+        )
+    return result
+
+
+def operations(conn: psycopg.Connection, session_id: str) -> list[OperationInfo]:
+    """The operations of a session in order of their first write."""
+    tables = enabled_tables(conn)
+    stats: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"last": None, "tables": set(), "inserted": 0, "updated": 0, "deleted": 0}
+    )
+    if tables:
+        query = sql.SQL(" UNION ALL ").join(
+            sql.SQL(
+                """
+                SELECT _cow_operation, {label}, max(_cow_written_at),
+                       count(*) FILTER (WHERE NOT _cow_deleted AND first_toucher AND NOT _cow_existed),
+                       count(*) FILTER (WHERE NOT _cow_deleted
+                                        AND NOT (first_toucher AND NOT _cow_existed)),
+                       count(*) FILTER (WHERE _cow_deleted)
+                FROM (
+                    SELECT c.*, c._cow_first_seq = min(c._cow_first_seq)
+                                OVER (PARTITION BY {keys}) AS first_toucher
+                    FROM ONLY {changes} AS c WHERE c._cow_session = %(sid)s
+                ) AS h
+                GROUP BY _cow_operation
+                """
+            ).format(label=sql.Literal(t.label), keys=t.keys("c"), changes=t.changes)
+            for t in tables
+        )
+        for op, label, last, ins, upd, dele in conn.execute(query, {"sid": session_id}):
+            entry = stats[op]
+            entry["tables"].add(label)
+            entry["inserted"] += ins
+            entry["updated"] += upd
+            entry["deleted"] += dele
+            if last is not None and (entry["last"] is None or last > entry["last"]):
+                entry["last"] = last
+    registry = conn.execute(
+        "SELECT operation_id, created_at FROM cowsync.operations WHERE session_id = %s "
+        "ORDER BY first_seq",
+        (session_id,),
+    ).fetchall()
+    return [
+        OperationInfo(
+            operation_id=op,
+            first_write_at=created,
+            last_write_at=stats[op]["last"] if op in stats else None,
+            tables=tuple(sorted(stats[op]["tables"])) if op in stats else (),
+            inserted=stats[op]["inserted"] if op in stats else 0,
+            updated=stats[op]["updated"] if op in stats else 0,
+            deleted=stats[op]["deleted"] if op in stats else 0,
+        )
+        for op, created in registry
+    ]
+
+
+def _dependency_query(tables: list[EnabledTable], conn: psycopg.Connection) -> sql.Composable:
+    """Pairs (operation, operation it depends on) of one session, across all tables."""
+    parts: list[sql.Composable] = []
+    for t in tables:
+        # Same row: x depends on y when y wrote the key before x's last write of it.
+        parts.append(
+            sql.SQL(
+                "SELECT x._cow_operation, y._cow_operation FROM ONLY {c} AS x "
+                "JOIN ONLY {c} AS y ON {match} AND y._cow_session = x._cow_session "
+                "AND y._cow_operation <> x._cow_operation AND y._cow_first_seq < x._cow_seq "
+                "WHERE x._cow_session = %(sid)s"
+            ).format(c=t.changes, match=t.key_match("x", "y"))
+        )
+    for fk in foreign_keys(conn, tables):
+        child_to_parent = sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier("x", cc), sql.Identifier("y", pc))
+            for cc, pc in zip(fk.child_columns, fk.parent_columns)
+        )
+        # A live child row written after its parent was inserted in the session.
+        parts.append(
+            sql.SQL(
+                "SELECT x._cow_operation, y._cow_operation FROM ONLY {child} AS x "
+                "JOIN ONLY {parent} AS y ON {match} AND y._cow_session = x._cow_session "
+                "AND NOT y._cow_existed AND NOT y._cow_deleted "
+                "AND y._cow_operation <> x._cow_operation AND y._cow_first_seq < x._cow_seq "
+                "WHERE x._cow_session = %(sid)s AND NOT x._cow_deleted"
+            ).format(child=fk.child.changes, parent=fk.parent.changes, match=child_to_parent)
+        )
+        # A parent deleted after a child that referenced it was deleted or re-pointed.
+        before_ref = sql.SQL(" AND ").join(
+            sql.SQL("(y._cow_before ->> {}) = x.{}::text").format(
+                sql.Literal(cc), sql.Identifier(pc)
+            )
+            for cc, pc in zip(fk.child_columns, fk.parent_columns)
+        )
+        parts.append(
+            sql.SQL(
+                "SELECT x._cow_operation, y._cow_operation FROM ONLY {parent} AS x "
+                "JOIN ONLY {child} AS y ON {match} AND y._cow_session = x._cow_session "
+                "AND y._cow_operation <> x._cow_operation AND y._cow_first_seq < x._cow_seq "
+                "WHERE x._cow_session = %(sid)s AND x._cow_deleted AND x._cow_existed "
+                "AND y._cow_existed"
+            ).format(parent=fk.parent.changes, child=fk.child.changes, match=before_ref)
+        )
+    return sql.SQL("SELECT DISTINCT * FROM ({}) AS deps").format(
+        sql.SQL(" UNION ALL ").join(parts)
+    )
+
+
+def dependencies(conn: psycopg.Connection, session_id: str) -> dict[str, set[str]]:
+    """``{operation: {operations it depends on}}`` for every operation of the session.
+
+    B depends on A when B wrote a row A wrote before it, when B wrote a row whose
+    foreign key points at a row A inserted, or when B deleted a row that A's
+    earlier write stopped referencing (so A must be applied first).
+    """
+    tables = enabled_tables(conn)
+    result: dict[str, set[str]] = {
+        op: set()
+        for (op,) in conn.execute(
+            "SELECT operation_id FROM cowsync.operations WHERE session_id = %s ORDER BY first_seq",
+            (session_id,),
+        )
+    }
+    if not tables:
+        return result
+    for op, needs in conn.execute(_dependency_query(tables, conn), {"sid": session_id}):
+        result.setdefault(op, set()).add(needs)
+        result.setdefault(needs, set())
+    return result
+
+
+def net_rows(
+    table: EnabledTable, operations: Iterable[str] | None
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """The latest row per key among the chosen operations (all when None).
+
+    Parameters: ``sid`` and, when filtering, ``ops``.
+    """
+    params: dict[str, Any] = {}
+    op_filter: sql.Composable = sql.SQL("")
+    if operations is not None:
+        op_filter = sql.SQL(" AND c._cow_operation = ANY(%(ops)s)")
+        params["ops"] = list(operations)
+    query = sql.SQL(
+        "SELECT DISTINCT ON ({keys}) c.* FROM ONLY {changes} AS c "
+        "WHERE c._cow_session = %(sid)s{op_filter} ORDER BY {keys}, c._cow_seq DESC"
+    ).format(keys=table.keys("c"), changes=table.changes, op_filter=op_filter)
+    return query, params
+
+
+def diff(
+    conn: psycopg.Connection,
+    session_id: str,
+    operations: Iterable[str] | None = None,
+    tables: Iterable[str] | None = None,
+) -> list[RowChange]:
+    """The session's net change per row, table by table, in key order.
+
+    ``before`` is the base row when the session first touched it; ``after`` the
+    session's row. A row inserted then deleted, or updated back to its original
+    values, shows nothing. With ``operations`` it shows the net effect of just
+    those operations.
+    """
+    chosen = enabled_tables(conn, tables)
+    ops = None if operations is None else list(operations)
+    changes: list[RowChange] = []
+    for t in chosen:
+        net, params = net_rows(t, ops)
+        query = sql.SQL(
+            "SELECT n._cow_operation, n._cow_existed, n._cow_deleted, {after}, {before} "
+            "FROM ({net}) AS n "
+            "LEFT JOIN LATERAL jsonb_populate_record(NULL::{base}, n._cow_before) AS bf "
+            "ON n._cow_before IS NOT NULL "
+            "WHERE n._cow_existed OR NOT n._cow_deleted ORDER BY {keys}"
+        ).format(
+            after=t.cols("n"),
+            before=t.cols("bf"),
+            net=net,
+            base=t.base,
+            keys=t.keys("n"),
+        )
+        width = len(t.columns)
+        for row in conn.execute(query, {"sid": session_id, **params}):
+            op, existed, deleted = row[0], row[1], row[2]
+            after = dict(zip(t.columns, row[3 : 3 + width]))
+            before = dict(zip(t.columns, row[3 + width :])) if existed else None
+            key = {k: (before if deleted and before else after)[k] for k in t.key_columns}
+            if deleted:
+                kind: ChangeKind = "delete"
+                changed = tuple(t.columns)
+                after_value: dict[str, Any] | None = None
+            elif not existed:
+                kind, changed, after_value = "insert", tuple(t.columns), after
+            else:
+                assert before is not None
+                changed = tuple(c for c in t.columns if before[c] != after[c])
+                if not changed:
+                    continue
+                kind, after_value = "update", after
+            changes.append(RowChange(t.label, key, kind, before, after_value, changed, op))
+    return changes
