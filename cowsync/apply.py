@@ -412,7 +412,8 @@ def _drop_skipped(
 
 
 def _forget_empty_operations(conn: psycopg.Connection, session_id: str) -> None:
-    """Drop registry entries of operations (and the session) with nothing left."""
+    """Drop previews, and registry entries of operations (and the session) with nothing left."""
+    conn.execute("SELECT cowsync.drop_previews(%s)", (session_id,))
     tables = enabled_tables(conn)
     if tables:
         live = sql.SQL(" UNION ").join(

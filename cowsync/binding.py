@@ -75,10 +75,36 @@ def read_settings(conn: psycopg.Connection, config: CowConfig = DEFAULT_CONFIG) 
     return dict(zip(names, row))
 
 
+def binding_statement(
+    binding: Binding | None, config: CowConfig = DEFAULT_CONFIG, *, local: bool = False
+) -> tuple[str, list[object]]:
+    """One statement that applies ``binding`` (None: clears the variables).
+
+    A preview (visible operations) binds the session variable to the preview copy
+    that ``cowsync.prepare_preview`` materialises, in the same round trip.
+    """
+    if binding is None:
+        values = dict.fromkeys(config.variables, "")
+        session_expr = "%s"
+    else:
+        values = binding.settings(config)
+        session_expr = "cowsync.prepare_preview(%s, %s)" if binding.visible_operations else "%s"
+    parts: list[str] = []
+    params: list[object] = []
+    for name, value in values.items():
+        if name == config.session_variable and session_expr != "%s":
+            parts.append(f"set_config(%s, {session_expr}, %s)")
+            params.extend((name, value, values[config.visible_operations_variable], local))
+        else:
+            parts.append("set_config(%s, %s, %s)")
+            params.extend((name, value, local))
+    return "SELECT " + ", ".join(parts), params
+
+
 def apply_settings(
     conn: psycopg.Connection, values: dict[str, str], *, local: bool = False
 ) -> None:
-    """Set the COW variables in one round trip (``local`` = for this transaction only)."""
+    """Set the COW variables to raw values in one round trip (``local``: this transaction)."""
     items = list(values.items())
     query = "SELECT " + ", ".join("set_config(%s, %s, %s)" for _ in items)
     params: list[object] = []
@@ -87,7 +113,21 @@ def apply_settings(
     conn.execute(query, params)
 
 
-def _apply_outside_transaction(conn: psycopg.Connection, values: dict[str, str]) -> None:
+def apply_binding(
+    conn: psycopg.Connection,
+    binding: Binding | None,
+    config: CowConfig = DEFAULT_CONFIG,
+    *,
+    local: bool = False,
+) -> None:
+    """Apply ``binding`` (or clear it) on ``conn`` in one round trip."""
+    query, params = binding_statement(binding, config, local=local)
+    conn.execute(query, params)
+
+
+def _apply_outside_transaction(
+    conn: psycopg.Connection, values: dict[str, str] | Binding, config: CowConfig
+) -> None:
     status = conn.info.transaction_status
     if status == pq.TransactionStatus.INERROR:
         conn.rollback()
@@ -99,10 +139,10 @@ def _apply_outside_transaction(conn: psycopg.Connection, values: dict[str, str])
             "production. Commit or roll back first, or enter cowsync.session() before "
             "conn.transaction()"
         )
-    if conn.autocommit:
-        apply_settings(conn, values)
-    else:
-        with conn.transaction():
+    with conn.transaction():
+        if isinstance(values, Binding):
+            apply_binding(conn, values, config)
+        else:
             apply_settings(conn, values)
 
 
@@ -118,7 +158,8 @@ def session(
     """Bind ``conn`` to a session for the duration of the block.
 
     The previous values of the COW variables come back on exit, also when the
-    block raises. Enter it with no transaction open on ``conn`` (the setting is
+    block raises. With ``visible_operations`` the connection reads the session as
+    if only those operations had happened (a preview) and refuses writes. Enter it with no transaction open on ``conn`` (the setting is
     committed on its own, so a rollback inside the block cannot silently unbind
     the connection).
 
@@ -127,7 +168,7 @@ def session(
     """
     binding = make_binding(session_id, operation_id, visible_operations)
     previous = read_settings(conn, config) if not _in_error(conn) else None
-    _apply_outside_transaction(conn, binding.settings(config))
+    _apply_outside_transaction(conn, binding, config)
     try:
         yield conn
     finally:
@@ -136,7 +177,7 @@ def session(
             if conn.info.transaction_status == pq.TransactionStatus.INERROR:
                 conn.rollback()
             if conn.info.transaction_status == pq.TransactionStatus.IDLE:
-                _apply_outside_transaction(conn, restore)
+                _apply_outside_transaction(conn, restore, config)
             else:
                 # A transaction is still open: reset inside it so the binding ends now.
                 apply_settings(conn, restore)

@@ -439,7 +439,7 @@ def _pending(conn: psycopg.Connection, changes: sql.Identifier) -> list[str]:
     rows = conn.execute(
         sql.SQL(
             "SELECT DISTINCT _cow_session FROM ONLY {} WHERE _cow_current "
-            "AND (_cow_existed OR NOT _cow_deleted) ORDER BY 1"
+            "AND (_cow_existed OR NOT _cow_deleted) AND strpos(_cow_session, '~') = 0 ORDER BY 1"
         ).format(changes)
     ).fetchall()
     return [r[0] for r in rows]
@@ -525,7 +525,8 @@ def _status_row(conn: psycopg.Connection, row: tuple[object, ...]) -> TableStatu
     counts = conn.execute(
         sql.SQL(
             "SELECT count(DISTINCT _cow_session), count(*) FROM ONLY {} "
-            "WHERE _cow_current AND (_cow_existed OR NOT _cow_deleted)"
+            "WHERE _cow_current AND (_cow_existed OR NOT _cow_deleted) "
+            "AND strpos(_cow_session, '~') = 0"
         ).format(sql.Identifier(str(schema), str(changes)))
     ).fetchone()
     assert counts is not None
