@@ -226,9 +226,7 @@ def _find_conflicts(conn: psycopg.Connection, t: EnabledTable) -> list[Conflict]
     return conflicts
 
 
-def _set_kind(
-    conn: psycopg.Connection, t: EnabledTable, key: dict[str, Any], kind: str
-) -> None:
+def _set_kind(conn: psycopg.Connection, t: EnabledTable, key: dict[str, Any], kind: str) -> None:
     conn.execute(
         sql.SQL("UPDATE {net} AS n SET _cow_kind = %(kind)s WHERE {cond}").format(
             net=_net_table(t),
@@ -295,9 +293,7 @@ def _resolve_conflicts(
     return handled, unresolved
 
 
-def _apply_statement(
-    conn: psycopg.Connection, t: EnabledTable, kind: str
-) -> int:
+def _apply_statement(conn: psycopg.Connection, t: EnabledTable, kind: str) -> int:
     net = _net_table(t)
     if kind == "insert":
         query = sql.SQL(
@@ -399,9 +395,7 @@ def _restore_current(conn: psycopg.Connection, t: EnabledTable, session_id: str)
     )
 
 
-def _drop_skipped(
-    conn: psycopg.Connection, t: EnabledTable, session_id: str
-) -> None:
+def _drop_skipped(conn: psycopg.Connection, t: EnabledTable, session_id: str) -> None:
     conn.execute(
         sql.SQL(
             "DELETE FROM ONLY {changes} AS c USING {net} AS n "
@@ -417,9 +411,9 @@ def _forget_empty_operations(conn: psycopg.Connection, session_id: str) -> None:
     tables = enabled_tables(conn)
     if tables:
         live = sql.SQL(" UNION ").join(
-            sql.SQL("SELECT DISTINCT _cow_operation FROM ONLY {} WHERE _cow_session = %(sid)s").format(
-                t.changes
-            )
+            sql.SQL(
+                "SELECT DISTINCT _cow_operation FROM ONLY {} WHERE _cow_session = %(sid)s"
+            ).format(t.changes)
             for t in tables
         )
         conn.execute(
@@ -473,7 +467,9 @@ def commit(
         all_tables = enabled_tables(conn)
         scope = enabled_tables(conn, tables) if tables is not None else all_tables
         ordered = parents_first(scope, foreign_keys(conn, all_tables))
-        result = CommitResult(session_id, ops if ops is not None else _session_operations(conn, session_id))
+        result = CommitResult(
+            session_id, ops if ops is not None else _session_operations(conn, session_id)
+        )
         unresolved: list[Conflict] = []
         for t in ordered:
             _build_net(conn, t, session_id, ops)

@@ -159,7 +159,9 @@ def session(
 
     The previous values of the COW variables come back on exit, also when the
     block raises. With ``visible_operations`` the connection reads the session as
-    if only those operations had happened (a preview) and refuses writes. Enter it with no transaction open on ``conn`` (the setting is
+    if only those operations had happened (a preview) and refuses writes.
+
+    Enter it with no transaction open on ``conn`` (the setting is
     committed on its own, so a rollback inside the block cannot silently unbind
     the connection).
 
@@ -197,7 +199,7 @@ def current_binding() -> Binding | None:
     return _current.get()
 
 
-class bind(contextlib.ContextDecorator):  # noqa: N801 - used like a function
+class bind(contextlib.ContextDecorator):
     """Bind the current context to a session: ``with cowsync.bind("s1"): ...``.
 
     Usable as a context manager and as a decorator. Bindings nest; the previous

@@ -37,8 +37,10 @@ class CowConfig:
                     f"CowConfig.{field}={value!r} is not a valid custom setting name; "
                     "use a lower-case 'prefix.name' such as 'app.session_id'"
                 )
-        if len({self.session_variable, self.operation_variable,
-                self.visible_operations_variable}) != 3:
+        if (
+            len({self.session_variable, self.operation_variable, self.visible_operations_variable})
+            != 3
+        ):
             raise ConfigurationError("CowConfig variable names must be distinct")
         if not self.default_operation:
             raise ConfigurationError("CowConfig.default_operation must not be empty")
@@ -61,7 +63,9 @@ def validate_id(value: str, what: str = "session id") -> str:
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{what} must be a non-empty string, got {value!r}")
     if len(value) > MAX_ID_LENGTH:
-        raise ConfigurationError(f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
+        raise ConfigurationError(
+            f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
+        )
     if not _ID_PATTERN.match(value):
         raise ConfigurationError(
             f"{what} {value!r} contains characters other than letters, digits and _.:@+=/-"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from . import catalog, render, sqlfiles
+from . import catalog, constraints, render, sqlfiles
 from .config import DEFAULT_CONFIG, CowConfig
 from .errors import (
     ConfigurationError,
@@ -88,8 +88,12 @@ def installed_version(conn: psycopg.Connection) -> int | None:
 def stored_config(conn: psycopg.Connection) -> CowConfig:
     """The CowConfig the engine was deployed with."""
     if installed_version(conn) is None:
-        raise NotDeployedError("cowsync is not deployed in this database: call cowsync.deploy(conn)")
-    values = dict(conn.execute("SELECT name, value FROM cowsync.settings").fetchall())
+        raise NotDeployedError(
+            "cowsync is not deployed in this database: call cowsync.deploy(conn)"
+        )
+    values: dict[str, str] = dict(
+        conn.execute("SELECT name, value FROM cowsync.settings").fetchall()
+    )
     return CowConfig(
         session_variable=values.get("session_variable", DEFAULT_CONFIG.session_variable),
         operation_variable=values.get("operation_variable", DEFAULT_CONFIG.operation_variable),
@@ -157,7 +161,9 @@ def deploy(conn: psycopg.Connection, config: CowConfig | None = None) -> DeployR
 def _require_deployed(conn: psycopg.Connection) -> CowConfig:
     version = installed_version(conn)
     if version is None:
-        raise NotDeployedError("cowsync is not deployed in this database: call cowsync.deploy(conn)")
+        raise NotDeployedError(
+            "cowsync is not deployed in this database: call cowsync.deploy(conn)"
+        )
     if version != ENGINE_VERSION:
         raise ConfigurationError(
             f"the database runs cowsync engine version {version} but this library expects "
@@ -183,26 +189,61 @@ def _registry_row(conn: psycopg.Connection, table: TableName) -> tuple[object, .
     ).fetchone()
 
 
-def _layout_from_row(conn: psycopg.Connection, row: tuple[object, ...]) -> render.TableLayout:
-    registry_id, schema, name, base, changes, _mode, keys, key_constraint = row[:8]
-    assert isinstance(schema, str) and isinstance(base, str)
-    located = catalog.resolve(conn, TableName(schema, base))
+def _build_layout(
+    conn: psycopg.Connection,
+    registry_id: int,
+    schema: str,
+    view_name: str,
+    base_name: str,
+    changes_name: str,
+    key_columns: tuple[str, ...],
+    key_constraint: str,
+) -> render.TableLayout:
+    """Describe an enabled (or being enabled) table from the catalog as it is now."""
+    located = catalog.resolve(conn, TableName(schema, base_name))
     if located is None:
         raise CowError(
-            f"the base table {schema}.{base} of enabled table {schema}.{name} is missing; "
-            "the registry is out of step with the catalog"
+            f"the base table {schema}.{base_name} of enabled table {schema}.{view_name} is "
+            "missing; the registry is out of step with the catalog"
         )
-    info = catalog.describe(conn, located[2])
+    oid = located[2]
+    info = catalog.describe(conn, oid)
     return render.TableLayout(
-        registry_id=int(registry_id),  # type: ignore[call-overload]
+        registry_id=registry_id,
         schema=schema,
-        view_name=str(name),
-        base_name=base,
-        changes_name=str(changes),
-        key_columns=tuple(keys),  # type: ignore[arg-type]
-        key_constraint=str(key_constraint),
+        view_name=view_name,
+        base_name=base_name,
+        changes_name=changes_name,
+        key_columns=key_columns,
+        key_constraint=key_constraint,
         columns=tuple(info.columns),
+        uniques=tuple(constraints.unique_checks(conn, oid, key_constraint)),
+        fks_out=tuple(constraints.foreign_keys_out(conn, oid)),
+        fks_in=tuple(constraints.foreign_keys_in(conn, oid)),
     )
+
+
+def _layout_from_row(conn: psycopg.Connection, row: tuple[object, ...]) -> render.TableLayout:
+    registry_id, schema, name, base, changes, _mode, keys, key_constraint = row[:8]
+    return _build_layout(
+        conn,
+        int(registry_id),  # type: ignore[call-overload]
+        str(schema),
+        str(name),
+        str(base),
+        str(changes),
+        tuple(keys),  # type: ignore[arg-type]
+        str(key_constraint),
+    )
+
+
+def _refresh_triggers(conn: psycopg.Connection, config: CowConfig) -> None:
+    """Re-render every enabled table's trigger: the foreign keys a trigger checks point
+    at views or tables depending on what else is enabled."""
+    for layout in _layouts(conn):
+        for statement in render.changes_indexes(layout):
+            conn.execute(statement)
+        conn.execute(render.trigger_function(layout, config))
 
 
 def _layouts(conn: psycopg.Connection) -> list[render.TableLayout]:
@@ -212,8 +253,15 @@ def _layouts(conn: psycopg.Connection) -> list[render.TableLayout]:
 
 def _check_enableable(conn: psycopg.Connection, info: catalog.TableInfo) -> None:
     label = f"{info.schema}.{info.name}"
-    kinds = {"v": "a view", "m": "a materialized view", "p": "a partitioned table",
-             "f": "a foreign table", "S": "a sequence", "i": "an index", "c": "a type"}
+    kinds = {
+        "v": "a view",
+        "m": "a materialized view",
+        "p": "a partitioned table",
+        "f": "a foreign table",
+        "S": "a sequence",
+        "i": "an index",
+        "c": "a type",
+    }
     if info.relkind != "r":
         raise UnsupportedTableError(
             f"{label} is {kinds.get(info.relkind, 'not a plain table')}; "
@@ -270,6 +318,7 @@ def enable(conn: psycopg.Connection, table: str | tuple[str, str]) -> TableStatu
         if _registry_row(conn, name) is not None:
             return _status_of(conn, name)
         _enable_locked(conn, name, config)
+        _refresh_triggers(conn, config)
     return _status_of(conn, name)
 
 
@@ -289,24 +338,31 @@ def _enable_locked(conn: psycopg.Connection, name: TableName, config: CowConfig)
                                     key_columns, key_constraint, engine_version)
         VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id
         """,
-        (schema, relname, base_name, changes_name, info.key_columns, info.key_constraint,
-         ENGINE_VERSION),
+        (
+            schema,
+            relname,
+            base_name,
+            changes_name,
+            info.key_columns,
+            info.key_constraint,
+            ENGINE_VERSION,
+        ),
     ).fetchone()
     assert row is not None
-    layout = render.TableLayout(
-        registry_id=row[0],
-        schema=schema,
-        view_name=relname,
-        base_name=base_name,
-        changes_name=changes_name,
-        key_columns=tuple(info.key_columns),
-        key_constraint=info.key_constraint,
-        columns=tuple(info.columns),
-    )
     conn.execute(
         sql.SQL("ALTER TABLE {} RENAME TO {}").format(
             sql.Identifier(schema, relname), sql.Identifier(base_name)
         )
+    )
+    layout = _build_layout(
+        conn,
+        row[0],
+        schema,
+        relname,
+        base_name,
+        changes_name,
+        tuple(info.key_columns),
+        info.key_constraint,
     )
     conn.execute(render.changes_table(layout))
     if info.owner:
@@ -330,6 +386,8 @@ def _install_table_objects(
         conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(layout.view))
     conn.execute(render.view(layout, config))
     for statement in render.view_defaults(layout):
+        conn.execute(statement)
+    for statement in render.changes_indexes(layout):
         conn.execute(statement)
     conn.execute(render.trigger_function(layout, config))
     conn.execute(render.trigger(layout))
@@ -372,7 +430,9 @@ def _copy_privileges_and_comments(
         target = (
             sql.SQL("VIEW {}").format(layout.view)
             if column is None
-            else sql.SQL("COLUMN {}").format(sql.Identifier(layout.schema, layout.view_name, column))
+            else sql.SQL("COLUMN {}").format(
+                sql.Identifier(layout.schema, layout.view_name, column)
+            )
         )
         conn.execute(sql.SQL("COMMENT ON {} IS {}").format(target, sql.Literal(text)))
 
@@ -432,6 +492,7 @@ def enable_schema(
                 result.skipped[label] = str(exc)
             else:
                 result.enabled.append(label)
+        _refresh_triggers(conn, config)
     return result
 
 
@@ -454,12 +515,13 @@ def disable(conn: psycopg.Connection, table: str | tuple[str, str], force: bool 
     """
     name = parse_table_name(table)
     with conn.transaction():
-        _require_deployed(conn)
+        config = _require_deployed(conn)
         _lock(conn)
         row = _registry_row(conn, name)
         if row is None:
             raise NotEnabledError(f"{name} is not COW-enabled")
         _disable_locked(conn, row, force)
+        _refresh_triggers(conn, config)
 
 
 def _disable_locked(conn: psycopg.Connection, row: tuple[object, ...], force: bool) -> str:
@@ -479,8 +541,8 @@ def _disable_locked(conn: psycopg.Connection, row: tuple[object, ...], force: bo
         conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier(schema, view_name)))
     except psycopg.errors.DependentObjectsStillExist as exc:
         raise CowError(
-            f"cannot disable {label}: other objects depend on its view ({exc.diag.message_detail}); "
-            "drop them first"
+            f"cannot disable {label}: other objects depend on its view "
+            f"({exc.diag.message_detail}); drop them first"
         ) from exc
     conn.execute(sql.SQL("DROP TABLE {}").format(changes))
     conn.execute(
@@ -503,13 +565,14 @@ def disable_schema(
     """Disable every enabled table of ``schema`` in one transaction."""
     result = DisableSchemaResult()
     with conn.transaction():
-        _require_deployed(conn)
+        config = _require_deployed(conn)
         _lock(conn)
         rows = conn.execute(
             "SELECT * FROM cowsync.tables WHERE schema_name = %s ORDER BY table_name", (schema,)
         ).fetchall()
         for row in rows:
             result.disabled.append(_disable_locked(conn, row, force))
+        _refresh_triggers(conn, config)
     return result
 
 

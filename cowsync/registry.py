@@ -66,7 +66,9 @@ def _idents(names: Iterable[str], prefix: str | None) -> sql.Composed:
 def require_engine(conn: psycopg.Connection) -> None:
     row = conn.execute("SELECT to_regclass('cowsync.tables') IS NOT NULL").fetchone()
     if not row or not row[0]:
-        raise NotDeployedError("cowsync is not deployed in this database: call cowsync.deploy(conn)")
+        raise NotDeployedError(
+            "cowsync is not deployed in this database: call cowsync.deploy(conn)"
+        )
 
 
 def enabled_tables(
@@ -166,9 +168,7 @@ def parents_first(tables: list[EnabledTable], fks: list[ForeignKey]) -> list[Ena
         ready = [
             t
             for t in remaining
-            if not any(
-                fk.child == t and fk.parent != t and fk.parent in remaining for fk in fks
-            )
+            if not any(fk.child == t and fk.parent != t and fk.parent in remaining for fk in fks)
         ]
         if not ready:  # a cycle: take the first to break it
             ready = [remaining[0]]

@@ -14,6 +14,7 @@ from psycopg import sql
 from . import sqlfiles
 from .catalog import Column
 from .config import CowConfig
+from .constraints import ForeignKeyIn, ForeignKeyOut, Relation, UniqueCheck
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class TableLayout:
     key_columns: tuple[str, ...]
     key_constraint: str
     columns: tuple[Column, ...]
+    uniques: tuple[UniqueCheck, ...] = ()
+    fks_out: tuple[ForeignKeyOut, ...] = ()
+    fks_in: tuple[ForeignKeyIn, ...] = ()
 
     @property
     def view(self) -> sql.Identifier:
@@ -73,14 +77,48 @@ def _key_equals(left: str, right: str, keys: tuple[str, ...]) -> sql.Composed:
     )
 
 
+def _index_name(layout: TableLayout, suffix: str) -> sql.Identifier:
+    # Registry ids are unique, so these names never clash and never need truncating.
+    return sql.Identifier(f"cowsync_{layout.registry_id}_{suffix}")
+
+
 def changes_table(layout: TableLayout) -> sql.Composed:
     return sqlfiles.template("table_changes.sql").format(
         changes=layout.changes,
         base=layout.base,
         key_columns=_ident_list(layout.key_columns),
-        history_index=sql.Identifier(f"{layout.changes_name}_history"),
-        current_index=sql.Identifier(f"{layout.changes_name}_current"),
+        history_index=_index_name(layout, "history"),
+        current_index=_index_name(layout, "current"),
     )
+
+
+def _index_expressions(check: UniqueCheck) -> sql.Composable:
+    if check.plain_columns:
+        return _ident_list(check.expressions)
+    return sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(e)) for e in check.expressions)
+
+
+def changes_indexes(layout: TableLayout) -> list[sql.Composed]:
+    """Indexes that let unique and foreign-key checks reach session rows by value."""
+    statements = []
+    for i, check in enumerate(layout.uniques):
+        statements.append(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}){}").format(
+                _index_name(layout, f"u{i}"),
+                layout.changes,
+                _index_expressions(check),
+                sql.SQL(" WHERE {}").format(sql.SQL(check.predicate))
+                if check.predicate
+                else sql.SQL(""),
+            )
+        )
+    for i, fk in enumerate(layout.fks_out):
+        statements.append(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                _index_name(layout, f"fk{i}"), layout.changes, _ident_list(fk.columns)
+            )
+        )
+    return statements
 
 
 def view(layout: TableLayout, config: CowConfig) -> sql.Composed:
@@ -148,7 +186,8 @@ def _raise_duplicate(layout: TableLayout, row: str) -> sql.Composed:
     return sql.SQL(
         "RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
         "MESSAGE = format('duplicate key value violates unique constraint \"%s\"', {constraint}), "
-        "DETAIL = format('Key (%s)=(%s) already exists.', {key_names}, concat_ws(', ', {key_text})), "
+        "DETAIL = format('Key (%s)=(%s) already exists.', {key_names}, "
+        "concat_ws(', ', {key_text})), "
         "CONSTRAINT = {constraint}, TABLE = {table}, SCHEMA = {schema};"
     ).format(
         constraint=sql.Literal(layout.key_constraint),
@@ -159,13 +198,259 @@ def _raise_duplicate(layout: TableLayout, row: str) -> sql.Composed:
     )
 
 
+def _values_text(row: str, columns: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL("concat_ws(', ', {})").format(
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(row, c)) for c in columns)
+    )
+
+
+def _raise(
+    errcode: str,
+    message: sql.Composable,
+    detail: sql.Composable,
+    constraint: str,
+    layout: TableLayout,
+) -> sql.Composed:
+    return sql.SQL(
+        "RAISE EXCEPTION USING ERRCODE = {errcode}, MESSAGE = {message}, DETAIL = {detail}, "
+        "CONSTRAINT = {constraint}, TABLE = {table}, SCHEMA = {schema};"
+    ).format(
+        errcode=sql.Literal(errcode),
+        message=message,
+        detail=detail,
+        constraint=sql.Literal(constraint),
+        table=sql.Literal(layout.view_name),
+        schema=sql.Literal(layout.schema),
+    )
+
+
+def _unique_check(layout: TableLayout, check: UniqueCheck, exclude_old: bool) -> sql.Composed:
+    """Refuse NEW when a row the session sees already holds its unique values."""
+    n = len(check.expressions)
+    fields = [sql.Identifier("_cow_v_row", f"u{i}") for i in range(n)]
+    compare = "IS NOT DISTINCT FROM" if check.nulls_not_distinct else "="
+    matches = sql.SQL(" AND ").join(
+        sql.SQL("({}) {} {}").format(sql.SQL(expr), sql.SQL(compare), field)
+        for expr, field in zip(check.expressions, fields)
+    )
+    if check.plain_columns:
+        matches = sql.SQL(" AND ").join(
+            sql.SQL("{} {} {}").format(sql.Identifier(col), sql.SQL(compare), field)
+            for col, field in zip(check.expressions, fields)
+        )
+    not_null: sql.Composable = sql.SQL("")
+    if not check.nulls_not_distinct:
+        not_null = sql.SQL("").join(
+            sql.SQL(" AND {} IS NOT NULL").format(field) for field in fields
+        )
+    predicate = (
+        sql.SQL(" WHERE {}").format(sql.SQL(check.predicate)) if check.predicate else sql.SQL("")
+    )
+    also_predicate = (
+        sql.SQL(" AND ({})").format(sql.SQL(check.predicate)) if check.predicate else sql.SQL("")
+    )
+    exclude: sql.Composable = sql.SQL("")
+    if exclude_old:
+        exclude = sql.SQL(" AND ROW({}) IS DISTINCT FROM ROW({})").format(
+            _ident_list(layout.key_columns), _ident_list(layout.key_columns, "old")
+        )
+    values = sql.SQL("concat_ws(', ', {})").format(
+        sql.SQL(", ").join(sql.SQL("{}::text").format(f) for f in fields)
+    )
+    error = _raise(
+        "unique_violation",
+        sql.SQL("format('duplicate key value violates unique constraint \"%s\"', {})").format(
+            sql.Literal(check.name)
+        ),
+        sql.SQL("format('Key (%s)=(%s) already exists.', {}, {})").format(
+            sql.Literal(", ".join(check.expressions)), values
+        ),
+        check.name,
+        layout,
+    )
+    select_list = sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(
+            sql.Identifier(e) if check.plain_columns else sql.SQL("({})").format(sql.SQL(e)),
+            sql.Identifier(f"u{i}"),
+        )
+        for i, e in enumerate(check.expressions)
+    )
+    return sql.SQL(
+        "SELECT {select_list} INTO _cow_v_row FROM (SELECT new.*) AS _cow_n{predicate};\n"
+        "IF FOUND{not_null} THEN\n"
+        "    PERFORM 1 FROM {view} WHERE {matches}{also_predicate}{exclude};\n"
+        "    IF FOUND THEN {error} END IF;\n"
+        "END IF;"
+    ).format(
+        select_list=select_list,
+        predicate=predicate,
+        not_null=not_null,
+        view=layout.view,
+        matches=matches,
+        also_predicate=also_predicate,
+        exclude=exclude,
+        error=error,
+    )
+
+
+def _relation_ident(rel: Relation) -> sql.Identifier:
+    return sql.Identifier(rel.schema, rel.name)
+
+
+def _fk_out_check(layout: TableLayout, fk: ForeignKeyOut, only_if_changed: bool) -> sql.Composed:
+    """Refuse NEW when the parent row it references is not visible to the session."""
+    present = sql.SQL(" AND ").join(
+        sql.SQL("{} IS NOT NULL").format(sql.Identifier("new", c)) for c in fk.columns
+    )
+    condition: sql.Composable = present
+    if only_if_changed:
+        condition = sql.SQL("ROW({}) IS DISTINCT FROM ROW({}) AND {}").format(
+            _ident_list(fk.columns, "new"), _ident_list(fk.columns, "old"), present
+        )
+    match = sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier("_cow_p", pc), sql.Identifier("new", c))
+        for c, pc in zip(fk.columns, fk.parent_columns)
+    )
+    error = _raise(
+        "foreign_key_violation",
+        sql.SQL(
+            'format(\'insert or update on table "%s" violates foreign key constraint "%s"\', '
+            "{}, {})"
+        ).format(sql.Literal(layout.view_name), sql.Literal(fk.name)),
+        sql.SQL("format('Key (%s)=(%s) is not present in table \"%s\".', {}, {}, {})").format(
+            sql.Literal(", ".join(fk.columns)),
+            _values_text("new", fk.columns),
+            sql.Literal(fk.parent.label),
+        ),
+        fk.name,
+        layout,
+    )
+    return sql.SQL(
+        "IF {condition} THEN\n"
+        "    PERFORM 1 FROM {parent} AS _cow_p WHERE {match};\n"
+        "    IF NOT FOUND THEN {error} END IF;\n"
+        "END IF;"
+    ).format(condition=condition, parent=_relation_ident(fk.parent), match=match, error=error)
+
+
+def _referencing(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composable:
+    """Rows of the child (as the session sees it) that reference OLD."""
+    match = sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier("_cow_ch", cc), sql.Identifier("old", pc))
+        for cc, pc in zip(fk.child_columns, fk.columns)
+    )
+    if fk.child.schema == layout.schema and fk.child.name == layout.view_name:
+        # A self-reference: the row being changed does not block itself.
+        match = sql.SQL("{} AND ROW({}) IS DISTINCT FROM ROW({})").format(
+            match,
+            _ident_list(layout.key_columns, "_cow_ch"),
+            _ident_list(layout.key_columns, "old"),
+        )
+    return match
+
+
+def _fk_in_restrict(layout: TableLayout, fk: ForeignKeyIn, action: str) -> sql.Composed:
+    """Refuse (or, for an action the session cannot carry out, explain) while referenced."""
+    if action in ("a", "r"):
+        error = _raise(
+            "foreign_key_violation",
+            sql.SQL(
+                'format(\'update or delete on table "%s" violates foreign key constraint '
+                '"%s" on table "%s"\', {}, {}, {})'
+            ).format(
+                sql.Literal(layout.view_name), sql.Literal(fk.name), sql.Literal(fk.child.label)
+            ),
+            sql.SQL(
+                "format('Key (%s)=(%s) is still referenced from table \"%s\".', {}, {}, {})"
+            ).format(
+                sql.Literal(", ".join(fk.columns)),
+                _values_text("old", fk.columns),
+                sql.Literal(fk.child.label),
+            ),
+            fk.name,
+            layout,
+        )
+    elif not fk.child.enabled:
+        error = sql.SQL(
+            "RAISE EXCEPTION {} USING ERRCODE = 'feature_not_supported', HINT = {};"
+        ).format(
+            sql.Literal(
+                f'cowsync: this change to "{layout.view_name}" in a session would '
+                f'{"cascade to" if action == "c" else "update"} rows of "{fk.child.label}" '
+                f'(foreign key "{fk.name}"), which is not COW-enabled'
+            ),
+            sql.Literal(f"Enable {fk.child.schema}.{fk.child.name} with cowsync.enable() too."),
+        )
+    else:
+        return sql.Composed([])
+    return sql.SQL(
+        "PERFORM 1 FROM {child} AS _cow_ch WHERE {match};\nIF FOUND THEN {error} END IF;"
+    ).format(child=_relation_ident(fk.child), match=_referencing(layout, fk), error=error)
+
+
+def _fk_in_action(
+    layout: TableLayout, fk: ForeignKeyIn, action: str, on_delete: bool
+) -> sql.Composed:
+    """Carry out CASCADE / SET NULL / SET DEFAULT on an enabled child, in the session."""
+    if action not in ("c", "n", "d") or not fk.child.enabled:
+        return sql.Composed([])
+    child = _relation_ident(fk.child)
+    where = _referencing(layout, fk)
+    if action == "c" and on_delete:
+        return sql.SQL("DELETE FROM {} AS _cow_ch WHERE {};").format(child, where)
+    if action == "c":
+        values: sql.Composable = _ident_list(fk.columns, "new")
+    elif action == "n":
+        values = sql.SQL(", ").join(sql.SQL("NULL") for _ in fk.child_columns)
+    else:
+        values = sql.SQL(", ").join(sql.SQL("DEFAULT") for _ in fk.child_columns)
+    return sql.SQL("UPDATE {} AS _cow_ch SET ({}) = ROW({}) WHERE {};").format(
+        child, _ident_list(fk.child_columns), values, where
+    )
+
+
+def _join(parts: list[sql.Composed]) -> sql.Composable:
+    kept = [p for p in parts if p._obj]
+    return sql.SQL("\n").join(kept) if kept else sql.SQL("")
+
+
+def _key_columns_changed(fk: ForeignKeyIn) -> sql.Composable:
+    return sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
+        _ident_list(fk.columns, "new"), _ident_list(fk.columns, "old")
+    )
+
+
+def _guarded(condition: sql.Composable, body: sql.Composed) -> sql.Composed:
+    if not body._obj:
+        return body
+    return sql.SQL("IF {} THEN\n{}\nEND IF;").format(condition, body)
+
+
 def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
     always_identity = any(c.identity == "a" for c in layout.columns)
     keys = layout.key_columns
     key_changed = sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
         _ident_list(keys, "new"), _ident_list(keys, "old")
     )
+    insert_checks = [_unique_check(layout, u, False) for u in layout.uniques]
+    insert_after = [_fk_out_check(layout, fk, False) for fk in layout.fks_out]
+    update_checks = [_unique_check(layout, u, True) for u in layout.uniques] + [
+        _guarded(_key_columns_changed(fk), _fk_in_restrict(layout, fk, fk.on_update))
+        for fk in layout.fks_in
+    ]
+    update_after = [_fk_out_check(layout, fk, True) for fk in layout.fks_out] + [
+        _guarded(_key_columns_changed(fk), _fk_in_action(layout, fk, fk.on_update, False))
+        for fk in layout.fks_in
+    ]
+    delete_checks = [_fk_in_restrict(layout, fk, fk.on_delete) for fk in layout.fks_in]
+    delete_actions = [_fk_in_action(layout, fk, fk.on_delete, True) for fk in layout.fks_in]
     return sqlfiles.template("table_trigger.sql").format(
+        insert_checks=_join(insert_checks),
+        insert_after=_join(insert_after),
+        update_checks=_join(update_checks),
+        update_after=_join(update_after),
+        delete_checks=_join(delete_checks),
+        delete_actions=_join(delete_actions),
         function=layout.function,
         base=layout.base,
         changes=layout.changes,
@@ -183,10 +468,20 @@ def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
         visible_variable=sql.Literal(config.visible_operations_variable),
         default_operation=sql.Literal(config.default_operation),
         raise_duplicate_new=_raise_duplicate(layout, "new"),
-        put_new_live=_put(layout, "new", False, "has_cur", "cur", "existed", "before"),
-        put_old_dead=_put(layout, "old", True, "has_cur", "cur", "existed", "before"),
+        put_new_live=_put(
+            layout, "new", False, "_cow_v_has_cur", "_cow_v_cur", "_cow_v_existed", "_cow_v_before"
+        ),
+        put_old_dead=_put(
+            layout, "old", True, "_cow_v_has_cur", "_cow_v_cur", "_cow_v_existed", "_cow_v_before"
+        ),
         put_new_live_at_new_key=_put(
-            layout, "new", False, "has_cur2", "cur2", "existed2", "before2"
+            layout,
+            "new",
+            False,
+            "_cow_v_has_cur2",
+            "_cow_v_cur2",
+            "_cow_v_existed2",
+            "_cow_v_before2",
         ),
     )
 

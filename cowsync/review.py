@@ -75,7 +75,7 @@ def annotate(
 
     Metadata is merged into what the session already carries.
 
-    >>> cowsync.annotate(conn, sid, label="restock run", metadata={"agent": "planner"})  # doctest: +SKIP
+    >>> cowsync.annotate(conn, sid, label="nightly", metadata={"agent": "planner"})  # doctest: +SKIP
     """
     require_engine(conn)
     validate_id(session_id, "session id")
@@ -152,7 +152,8 @@ def operations(conn: psycopg.Connection, session_id: str) -> list[OperationInfo]
             sql.SQL(
                 """
                 SELECT _cow_operation, {label}, max(_cow_written_at),
-                       count(*) FILTER (WHERE NOT _cow_deleted AND first_toucher AND NOT _cow_existed),
+                       count(*) FILTER (WHERE NOT _cow_deleted AND first_toucher
+                                        AND NOT _cow_existed),
                        count(*) FILTER (WHERE NOT _cow_deleted
                                         AND NOT (first_toucher AND NOT _cow_existed)),
                        count(*) FILTER (WHERE _cow_deleted)
@@ -193,7 +194,7 @@ def operations(conn: psycopg.Connection, session_id: str) -> list[OperationInfo]
     ]
 
 
-def _dependency_query(tables: list[EnabledTable], conn: psycopg.Connection) -> sql.Composable:
+def _dependency_query(tables: list[EnabledTable], conn: psycopg.Connection) -> sql.Composed:
     """Pairs (operation, operation it depends on) of one session, across all tables."""
     parts: list[sql.Composable] = []
     for t in tables:
@@ -237,9 +238,7 @@ def _dependency_query(tables: list[EnabledTable], conn: psycopg.Connection) -> s
                 "AND y._cow_existed"
             ).format(parent=fk.parent.changes, child=fk.child.changes, match=before_ref)
         )
-    return sql.SQL("SELECT DISTINCT * FROM ({}) AS deps").format(
-        sql.SQL(" UNION ALL ").join(parts)
-    )
+    return sql.SQL("SELECT DISTINCT * FROM ({}) AS deps").format(sql.SQL(" UNION ALL ").join(parts))
 
 
 def dependencies(conn: psycopg.Connection, session_id: str) -> dict[str, set[str]]:

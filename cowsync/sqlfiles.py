@@ -14,7 +14,7 @@ _MIGRATION = re.compile(r"^v(\d{3})_[a-z0-9_]+\.sql$")
 @cache
 def read(name: str) -> str:
     """The text of ``cowsync/sql/<name>``."""
-    return resources.files("cowsync").joinpath("sql", name).read_text(encoding="utf-8")
+    return resources.files("cowsync").joinpath("sql").joinpath(name).read_text(encoding="utf-8")
 
 
 def template(name: str) -> sql.SQL:

@@ -2,23 +2,23 @@
 -- The operation's own row is updated in place when it is current; otherwise the
 -- previous current row is retired and this operation's row becomes current
 -- (inserted, or revived when this operation wrote the key before).
-seq := nextval('cowsync.write_seq');
-IF {has_current} AND {current_operation} = op THEN
+_cow_v_seq := nextval('cowsync.write_seq');
+IF {has_current} AND {current_operation} = _cow_v_op THEN
     UPDATE ONLY {changes} AS _cow_c
         SET ({columns}) = ROW({row_values}),
             _cow_deleted = {deleted},
-            _cow_seq = seq,
+            _cow_seq = _cow_v_seq,
             _cow_written_at = clock_timestamp()
-        WHERE _cow_c._cow_session = sid AND {c_key_equals_row} AND _cow_c._cow_current;
+        WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_row} AND _cow_c._cow_current;
 ELSE
     IF {has_current} THEN
         UPDATE ONLY {changes} AS _cow_c SET _cow_current = false
-            WHERE _cow_c._cow_session = sid AND {c_key_equals_row} AND _cow_c._cow_current;
+            WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_row} AND _cow_c._cow_current;
     END IF;
-    INSERT INTO {changes} AS _cow_c ({columns}, _cow_session, _cow_operation, _cow_first_seq, _cow_seq,
-                                _cow_current, _cow_deleted, _cow_existed, _cow_before,
-                                _cow_written_at)
-        VALUES ({row_values}, sid, op, seq, seq,
+    INSERT INTO {changes} AS _cow_c ({columns}, _cow_session, _cow_operation, _cow_first_seq,
+                                     _cow_seq, _cow_current, _cow_deleted, _cow_existed,
+                                     _cow_before, _cow_written_at)
+        VALUES ({row_values}, _cow_v_sid, _cow_v_op, _cow_v_seq, _cow_v_seq,
                 true, {deleted}, {existed}, {before}, clock_timestamp())
         ON CONFLICT ({key_columns}, _cow_session, _cow_operation) DO UPDATE
         SET ({columns}) = ROW({excluded_values}),

@@ -2,26 +2,29 @@
 --
 -- With no session set it writes the base, so production behaves like the
 -- original table (defaults come from the view, errors from the base). In a
--- session it writes the change store only, tagged with session and operation.
+-- session it writes the change store only, tagged with session and operation,
+-- after judging keys, unique indexes and foreign keys against what the session
+-- sees. Variables are prefixed _cow_v_ (no user column may start with _cow_, and
+-- no change-store column with _cow_v_) so they never shadow a column.
 CREATE OR REPLACE FUNCTION {function}()
 RETURNS trigger
 LANGUAGE plpgsql
 AS $cow$
 DECLARE
-    sid      text := nullif(current_setting({session_variable}, true), '');
-    op       text;
-    cur      record;
-    has_cur  boolean := false;
-    existed  boolean;
-    before   jsonb;
-    cur2     record;
-    has_cur2 boolean := false;
-    existed2 boolean := false;
-    before2  jsonb;
-    base_row record;
-    seq      bigint;
+    _cow_v_sid      text := nullif(current_setting({session_variable}, true), '');
+    _cow_v_op       text;
+    _cow_v_cur      record;
+    _cow_v_has_cur  boolean := false;
+    _cow_v_existed  boolean;
+    _cow_v_before   jsonb;
+    _cow_v_cur2     record;
+    _cow_v_has_cur2 boolean := false;
+    _cow_v_existed2 boolean := false;
+    _cow_v_before2  jsonb;
+    _cow_v_row      record;
+    _cow_v_seq      bigint;
 BEGIN
-    IF sid IS NULL THEN
+    IF _cow_v_sid IS NULL THEN
         -- Production: write the base. Rows are compared as text so an update or
         -- delete whose row changed concurrently is refused (40001) rather than
         -- silently overwriting the newer version, which a table would re-check.
@@ -44,84 +47,96 @@ BEGIN
                 RETURN OLD;
             END IF;
         END IF;
-        SELECT _cow_b.xmin AS row_xmin INTO base_row FROM ONLY {base} AS _cow_b WHERE {b_key_equals_old};
-        IF NOT FOUND OR cowsync.written_by_current_transaction(base_row.row_xmin) THEN
+        SELECT _cow_b.xmin AS row_xmin INTO _cow_v_row FROM ONLY {base} AS _cow_b
+            WHERE {b_key_equals_old};
+        IF NOT FOUND OR cowsync.written_by_current_transaction(_cow_v_row.row_xmin) THEN
             -- Gone, or already changed by this statement: a table skips the row too.
             RETURN NULL;
         END IF;
         RAISE EXCEPTION 'could not serialize access due to concurrent update'
             USING ERRCODE = 'serialization_failure',
-                  DETAIL = format('cowsync: a row of %s changed after this statement read it.', {table_label}),
+                  DETAIL = format('cowsync: a row of %s changed after this statement read it.',
+                                  {table_label}),
                   HINT = 'Retry the transaction, or lock the rows first with SELECT ... FOR UPDATE.';
     END IF;
 
     IF coalesce(current_setting({visible_variable}, true), '') <> '' THEN
-        RAISE EXCEPTION 'cowsync: session % is in preview mode and cannot be written', sid
+        RAISE EXCEPTION 'cowsync: session % is in preview mode and cannot be written', _cow_v_sid
             USING ERRCODE = 'read_only_sql_transaction',
                   HINT = format('Unset %s to write to the session.', {visible_variable});
     END IF;
-    op := coalesce(nullif(current_setting({operation_variable}, true), ''), {default_operation});
-    PERFORM cowsync.register_write(sid, op);
+    _cow_v_op := coalesce(nullif(current_setting({operation_variable}, true), ''),
+                        {default_operation});
+    PERFORM cowsync.register_write(_cow_v_sid, _cow_v_op);
 
     IF TG_OP = 'INSERT' THEN
-        SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed, _cow_c._cow_before INTO cur
+        SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed,
+               _cow_c._cow_before INTO _cow_v_cur
             FROM ONLY {changes} AS _cow_c
-            WHERE _cow_c._cow_session = sid AND {c_key_equals_new} AND _cow_c._cow_current;
-        has_cur := FOUND;
-        IF has_cur THEN
-            IF NOT cur._cow_deleted THEN
+            WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_new} AND _cow_c._cow_current;
+        _cow_v_has_cur := FOUND;
+        IF _cow_v_has_cur THEN
+            IF NOT _cow_v_cur._cow_deleted THEN
                 {raise_duplicate_new}
             END IF;
-            existed := cur._cow_existed;
-            before := cur._cow_before;
+            _cow_v_existed := _cow_v_cur._cow_existed;
+            _cow_v_before := _cow_v_cur._cow_before;
         ELSE
             PERFORM 1 FROM ONLY {base} AS _cow_b WHERE {b_key_equals_new};
             IF FOUND THEN
                 {raise_duplicate_new}
             END IF;
-            existed := false;
-            before := NULL;
+            _cow_v_existed := false;
+            _cow_v_before := NULL;
         END IF;
+        {insert_checks}
         {put_new_live}
+        {insert_after}
         RETURN NEW;
     END IF;
 
     -- UPDATE and DELETE: OLD is the row the session sees.
-    SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed, _cow_c._cow_before INTO cur
+    SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed,
+           _cow_c._cow_before INTO _cow_v_cur
         FROM ONLY {changes} AS _cow_c
-        WHERE _cow_c._cow_session = sid AND {c_key_equals_old} AND _cow_c._cow_current;
-    has_cur := FOUND;
-    IF has_cur THEN
-        existed := cur._cow_existed;
-        before := cur._cow_before;
+        WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_old} AND _cow_c._cow_current;
+    _cow_v_has_cur := FOUND;
+    IF _cow_v_has_cur THEN
+        _cow_v_existed := _cow_v_cur._cow_existed;
+        _cow_v_before := _cow_v_cur._cow_before;
     ELSE
         -- First touch of a base row: remember it as it was, for review and conflicts.
-        existed := true;
-        before := to_jsonb(OLD);
+        _cow_v_existed := true;
+        _cow_v_before := to_jsonb(OLD);
     END IF;
 
     IF TG_OP = 'DELETE' THEN
+        {delete_checks}
         {put_old_dead}
+        {delete_actions}
         RETURN OLD;
     END IF;
 
+    {update_checks}
     IF NOT ({key_changed}) THEN
         {put_new_live}
+        {update_after}
         RETURN NEW;
     END IF;
 
     -- The key changed: the old key is deleted and the new one inserted, both in
     -- the session only. The new key must be free in what the session sees.
-    SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed, _cow_c._cow_before INTO cur2
+    SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed,
+           _cow_c._cow_before INTO _cow_v_cur2
         FROM ONLY {changes} AS _cow_c
-        WHERE _cow_c._cow_session = sid AND {c_key_equals_new} AND _cow_c._cow_current;
-    has_cur2 := FOUND;
-    IF has_cur2 THEN
-        IF NOT cur2._cow_deleted THEN
+        WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_new} AND _cow_c._cow_current;
+    _cow_v_has_cur2 := FOUND;
+    IF _cow_v_has_cur2 THEN
+        IF NOT _cow_v_cur2._cow_deleted THEN
             {raise_duplicate_new}
         END IF;
-        existed2 := cur2._cow_existed;
-        before2 := cur2._cow_before;
+        _cow_v_existed2 := _cow_v_cur2._cow_existed;
+        _cow_v_before2 := _cow_v_cur2._cow_before;
     ELSE
         PERFORM 1 FROM ONLY {base} AS _cow_b WHERE {b_key_equals_new};
         IF FOUND THEN
@@ -130,6 +145,7 @@ BEGIN
     END IF;
     {put_old_dead}
     {put_new_live_at_new_key}
+    {update_after}
     RETURN NEW;
 END
 $cow$;

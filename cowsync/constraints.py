@@ -1,0 +1,162 @@
+"""The unique indexes and foreign keys a session must honour, read from the catalog.
+
+The base enforces them for production writes. Session writes land in the change
+store, which does not inherit unique indexes or foreign keys, so the trigger judges
+them against what the session sees; these descriptions feed that rendering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class UniqueCheck:
+    """A unique index of the base other than the row key."""
+
+    name: str  # the constraint's name, else the index's: what PostgreSQL reports
+    index_name: str
+    expressions: tuple[str, ...]  # column names or index expressions, as the catalog prints them
+    predicate: str | None  # partial index predicate
+    nulls_not_distinct: bool
+    plain_columns: bool  # every expression is a bare column
+
+
+@dataclass(frozen=True)
+class Relation:
+    """Where session code should look for a table's rows: its view if enabled."""
+
+    schema: str
+    name: str
+    enabled: bool
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class ForeignKeyOut:
+    """A foreign key from this table to a parent."""
+
+    name: str
+    columns: tuple[str, ...]
+    parent: Relation
+    parent_columns: tuple[str, ...]
+    match_full: bool
+
+
+@dataclass(frozen=True)
+class ForeignKeyIn:
+    """A foreign key from a child table to this one."""
+
+    name: str
+    child: Relation
+    child_columns: tuple[str, ...]
+    columns: tuple[str, ...]  # this table's referenced columns
+    on_delete: str  # a, r, c, n, d (pg_constraint.confdeltype)
+    on_update: str
+    child_defaults: tuple[bool, ...]  # whether each child column has a default
+
+
+def _relation(conn: psycopg.Connection, oid: int) -> Relation:
+    """A relation by OID, mapped to its view when it is an enabled base."""
+    row = conn.execute(
+        """
+        SELECT n.nspname, c.relname, t.table_name
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN cowsync.tables t ON t.schema_name = n.nspname AND t.base_name = c.relname
+        WHERE c.oid = %s
+        """,
+        (oid,),
+    ).fetchone()
+    assert row is not None
+    schema, relname, view = row
+    return Relation(schema, view or relname, view is not None)
+
+
+def unique_checks(
+    conn: psycopg.Connection, base_oid: int, key_constraint: str
+) -> list[UniqueCheck]:
+    """Unique indexes of the base except the one that serves as the row key."""
+    rows = conn.execute(
+        """
+        SELECT ic.relname, coalesce(con.conname, ic.relname),
+               ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true)
+                     FROM generate_series(1, i.indnkeyatts) AS k),
+               pg_get_expr(i.indpred, i.indrelid),
+               coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false),
+               i.indexprs IS NULL
+        FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+        WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid
+        ORDER BY ic.relname
+        """,
+        (base_oid,),
+    ).fetchall()
+    return [
+        UniqueCheck(name, index_name, tuple(exprs), pred, bool(nnd), bool(plain))
+        for index_name, name, exprs, pred, nnd, plain in rows
+        if name != key_constraint and index_name != key_constraint
+    ]
+
+
+def _names(conn: psycopg.Connection, rel: int, attnums: list[int]) -> tuple[str, ...]:
+    rows = conn.execute(
+        """
+        SELECT a.attname FROM unnest(%s::int2[]) WITH ORDINALITY AS k(n, o)
+        JOIN pg_attribute a ON a.attrelid = %s AND a.attnum = k.n ORDER BY k.o
+        """,
+        (attnums, rel),
+    ).fetchall()
+    return tuple(r[0] for r in rows)
+
+
+def foreign_keys_out(conn: psycopg.Connection, base_oid: int) -> list[ForeignKeyOut]:
+    rows = conn.execute(
+        """
+        SELECT conname, conkey::int2[], confrelid::int, confkey::int2[], confmatchtype::text
+        FROM pg_constraint WHERE contype = 'f' AND conrelid = %s ORDER BY conname
+        """,
+        (base_oid,),
+    ).fetchall()
+    return [
+        ForeignKeyOut(
+            name,
+            _names(conn, base_oid, list(conkey)),
+            _relation(conn, parent),
+            _names(conn, parent, list(confkey)),
+            match == "f",
+        )
+        for name, conkey, parent, confkey, match in rows
+    ]
+
+
+def foreign_keys_in(conn: psycopg.Connection, base_oid: int) -> list[ForeignKeyIn]:
+    rows = conn.execute(
+        """
+        SELECT con.conname, con.conrelid::int, con.conkey::int2[], con.confkey::int2[],
+               con.confdeltype::text, con.confupdtype::text,
+               ARRAY(SELECT d.adrelid IS NOT NULL FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
+                     LEFT JOIN pg_attrdef d ON d.adrelid = con.conrelid AND d.adnum = k.n
+                     ORDER BY k.o)
+        FROM pg_constraint con WHERE con.contype = 'f' AND con.confrelid = %s
+        ORDER BY con.conname
+        """,
+        (base_oid,),
+    ).fetchall()
+    return [
+        ForeignKeyIn(
+            name,
+            _relation(conn, child),
+            _names(conn, child, list(conkey)),
+            _names(conn, base_oid, list(confkey)),
+            on_delete,
+            on_update,
+            tuple(defaults),
+        )
+        for name, child, conkey, confkey, on_delete, on_update, defaults in rows
+    ]
