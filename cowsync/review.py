@@ -75,7 +75,7 @@ def annotate(
 
     Metadata is merged into what the session already carries.
 
-    >>> cowsync.annotate(conn, sid, label="nightly", metadata={"agent": "planner"})  # doctest: +SKIP
+    >>> cowsync.annotate(conn, sid, label="nightly", metadata={"agent": "x"})  # doctest: +SKIP
     """
     require_engine(conn)
     validate_id(session_id, "session id")
