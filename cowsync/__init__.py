@@ -12,6 +12,7 @@ Sync, psycopg 3 native. Every function takes a :class:`psycopg.Connection` first
 from .apply import CommitResult, Conflict, DiscardResult, commit, discard
 from .binding import Binding, bind, current_binding, new_session_id, session, unbound
 from .config import CowConfig
+from .ddl import alter, truncate
 from .errors import (
     CommitError,
     ConfigurationError,
@@ -74,6 +75,7 @@ __all__ = [
     "SessionInfo",
     "TableStatus",
     "UnsupportedTableError",
+    "alter",
     "annotate",
     "bind",
     "commit",
@@ -91,5 +93,6 @@ __all__ = [
     "session",
     "sessions",
     "status",
+    "truncate",
     "unbound",
 ]

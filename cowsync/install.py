@@ -262,6 +262,8 @@ def _check_enableable(conn: psycopg.Connection, info: catalog.TableInfo) -> None
         "i": "an index",
         "c": "a type",
     }
+    if info.schema == "cowsync":
+        raise UnsupportedTableError(f"{label} belongs to the cowsync engine and cannot be enabled")
     if info.relkind != "r":
         raise UnsupportedTableError(
             f"{label} is {kinds.get(info.relkind, 'not a plain table')}; "
@@ -393,10 +395,15 @@ def _install_table_objects(
     conn.execute(render.trigger(layout))
 
 
-def _copy_privileges_and_comments(
-    conn: psycopg.Connection, layout: render.TableLayout, base_oid: int
-) -> None:
-    """The view answers to the table's name, so it carries the table's grants and comments."""
+@dataclass(frozen=True)
+class _Decorations:
+    """What a view carries besides its query: grants and comments."""
+
+    grants: list[tuple[str | None, str, bool]]
+    comments: list[tuple[str | None, str]]
+
+
+def _read_decorations(conn: psycopg.Connection, oid: int) -> _Decorations:
     grants = conn.execute(
         """
         SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END,
@@ -404,9 +411,24 @@ def _copy_privileges_and_comments(
         FROM pg_class c, aclexplode(c.relacl) a
         WHERE c.oid = %s AND a.grantee <> c.relowner
         """,
-        (base_oid,),
+        (oid,),
     ).fetchall()
-    for grantee, privilege, grantable in grants:
+    comments = conn.execute(
+        """
+        SELECT NULL::text, obj_description(%(oid)s, 'pg_class')
+        UNION ALL
+        SELECT a.attname::text, col_description(%(oid)s, a.attnum)
+        FROM pg_attribute a WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
+        """,
+        {"oid": oid},
+    ).fetchall()
+    return _Decorations(grants, [(c, text) for c, text in comments if text is not None])
+
+
+def _apply_decorations(
+    conn: psycopg.Connection, layout: render.TableLayout, decorations: _Decorations
+) -> None:
+    for grantee, privilege, grantable in decorations.grants:
         conn.execute(
             sql.SQL("GRANT {} ON {} TO {}{}").format(
                 sql.SQL(privilege),  # from aclexplode: a fixed set of keywords
@@ -415,17 +437,9 @@ def _copy_privileges_and_comments(
                 sql.SQL(" WITH GRANT OPTION" if grantable else ""),
             )
         )
-    comments = conn.execute(
-        """
-        SELECT NULL::text, obj_description(%(oid)s, 'pg_class')
-        UNION ALL
-        SELECT a.attname::text, col_description(%(oid)s, a.attnum)
-        FROM pg_attribute a WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
-        """,
-        {"oid": base_oid},
-    ).fetchall()
-    for column, text in comments:
-        if text is None:
+    columns = set(layout.column_names)
+    for column, text in decorations.comments:
+        if column is not None and column not in columns:
             continue
         target = (
             sql.SQL("VIEW {}").format(layout.view)
@@ -435,6 +449,13 @@ def _copy_privileges_and_comments(
             )
         )
         conn.execute(sql.SQL("COMMENT ON {} IS {}").format(target, sql.Literal(text)))
+
+
+def _copy_privileges_and_comments(
+    conn: psycopg.Connection, layout: render.TableLayout, base_oid: int
+) -> None:
+    """The view answers to the table's name, so it carries the table's grants and comments."""
+    _apply_decorations(conn, layout, _read_decorations(conn, base_oid))
 
 
 def enable_schema(

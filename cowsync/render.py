@@ -92,6 +92,19 @@ def changes_table(layout: TableLayout) -> sql.Composed:
     )
 
 
+def changes_key_indexes(layout: TableLayout) -> list[sql.Composed]:
+    """The change store's key indexes (as in table_changes.sql), for a key that changed."""
+    keys = _ident_list(layout.key_columns)
+    return [
+        sql.SQL("CREATE UNIQUE INDEX {} ON {} ({}, _cow_session, _cow_operation)").format(
+            _index_name(layout, "history"), layout.changes, keys
+        ),
+        sql.SQL("CREATE UNIQUE INDEX {} ON {} (_cow_session, {}) WHERE _cow_current").format(
+            _index_name(layout, "current"), layout.changes, keys
+        ),
+    ]
+
+
 def _index_expressions(check: UniqueCheck) -> sql.Composable:
     if check.plain_columns:
         return _ident_list(check.expressions)
@@ -184,6 +197,7 @@ def _raise_duplicate(layout: TableLayout, row: str) -> sql.Composed:
         sql.SQL("{}::text").format(sql.Identifier(row, k)) for k in layout.key_columns
     )
     return sql.SQL(
+        "IF TG_OP = 'INSERT' AND cowsync.statement_ignores_conflicts() THEN RETURN NULL; END IF; "
         "RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
         "MESSAGE = format('duplicate key value violates unique constraint \"%s\"', {constraint}), "
         "DETAIL = format('Key (%s)=(%s) already exists.', {key_names}, "
@@ -279,7 +293,12 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, exclude_old: bool) ->
         "SELECT {select_list} INTO _cow_v_row FROM (SELECT new.*) AS _cow_n{predicate};\n"
         "IF FOUND{not_null} THEN\n"
         "    PERFORM 1 FROM {view} WHERE {matches}{also_predicate}{exclude};\n"
-        "    IF FOUND THEN {error} END IF;\n"
+        "    IF FOUND THEN\n"
+        "        IF TG_OP = 'INSERT' AND cowsync.statement_ignores_conflicts() THEN\n"
+        "            RETURN NULL;\n"
+        "        END IF;\n"
+        "        {error}\n"
+        "    END IF;\n"
         "END IF;"
     ).format(
         select_list=select_list,

@@ -107,3 +107,15 @@ BEGIN
     DELETE FROM cowsync.sessions WHERE preview_of = p_session;
 END
 $fn$;
+
+-- PostgreSQL runs INSERT ... ON CONFLICT DO NOTHING (with no conflict target) on a
+-- view with INSTEAD OF triggers as a plain INSERT: the trigger cannot see the
+-- clause. The client's statement text can: when it carries the clause, the
+-- trigger skips a conflicting row instead of raising, as the table would.
+CREATE OR REPLACE FUNCTION cowsync.statement_ignores_conflicts()
+RETURNS boolean
+LANGUAGE sql
+STABLE
+AS $fn$
+    SELECT coalesce(current_query() ~* '\mon\s+conflict\s+do\s+nothing\M', false)
+$fn$;

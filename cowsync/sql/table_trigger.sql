@@ -29,6 +29,16 @@ BEGIN
         -- delete whose row changed concurrently is refused (40001) rather than
         -- silently overwriting the newer version, which a table would re-check.
         IF TG_OP = 'INSERT' THEN
+            IF cowsync.statement_ignores_conflicts() THEN
+                INSERT INTO {base} ({columns}) {overriding}
+                    VALUES ({new_values})
+                    ON CONFLICT DO NOTHING
+                    RETURNING * INTO NEW;
+                IF NOT FOUND THEN
+                    RETURN NULL;
+                END IF;
+                RETURN NEW;
+            END IF;
             INSERT INTO {base} ({columns}) {overriding}
                 VALUES ({new_values})
                 RETURNING * INTO NEW;

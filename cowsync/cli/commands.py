@@ -1,0 +1,500 @@
+"""The ``cowsync`` commands, as click commands any host group can carry.
+
+Each command takes its connection from the :class:`CliContext` on the click context, so
+``cowsync`` (with ``--dsn``), ``manage.py cowsync`` and ``flask cowsync`` run the same
+code: the hosts only supply a different ``CliContext`` (see :func:`make_group`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+import psycopg
+
+from .. import apply, install, review
+from ..errors import ConflictError
+from . import display, jsonout
+from .context import CliContext, libpq_environment_set
+from .errors import EXIT_USER_ERROR, CliError, reports_errors
+from .lookup import close_over, require_operations, require_session
+
+pass_cli = click.make_pass_decorator(CliContext)
+
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables."
+)
+_yes_option = click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
+)
+_operation_option = click.option(
+    "--operation",
+    "-o",
+    "operation_ids",
+    multiple=True,
+    metavar="OP",
+    help="Only this operation (repeat for more). Default: all of the session's operations.",
+)
+_table_option = click.option(
+    "--table",
+    "-t",
+    "table_names",
+    multiple=True,
+    metavar="TABLE",
+    help="Only this table, e.g. items or public.items (repeat for more).",
+)
+
+
+class CowGroup(click.Group):
+    """A click group whose usage errors exit with 1.
+
+    click exits with 2 on a usage error; cowsync keeps 2 for "the database refused"
+    (conflict, dependency) so scripts can tell a typo from a refusal.
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the group's own options; a usage error exits with 1."""
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_USER_ERROR
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the chosen command; its usage errors exit with 1 too."""
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_USER_ERROR
+            raise
+
+
+def _confirm(cli: CliContext, question: str, yes: bool, what: str) -> None:
+    """Ask before changing data; refuse without a terminal unless --yes was given."""
+    if yes:
+        return
+    if not cli.interactive:
+        raise CliError(
+            f"{what} needs confirmation, and there is no terminal to ask on: "
+            "pass --yes to go ahead without asking"
+        )
+    if not click.confirm(question, default=False):
+        raise CliError(f"{what} cancelled; nothing was changed")
+
+
+@contextmanager
+def _progress(cli: CliContext, title: str) -> Iterator[Callable[[str, str, int], None] | None]:
+    """A progress callback for commit that shows a spinner on a terminal (and nothing in pipes)."""
+    console = cli.err_console
+    if not console.is_terminal:
+        yield None
+        return
+    with console.status(title) as status:
+        done: list[str] = []
+
+        def report(table: str, kind: str, rows: int) -> None:
+            done.append(f"{table} {kind} {rows}")
+            status.update(f"{title} ({len(done)} step(s) done; last: {done[-1]} row(s))")
+
+        yield report
+
+
+# --- install ---------------------------------------------------------------------------
+
+
+@click.command()
+@pass_cli
+@reports_errors
+def deploy(cli: CliContext) -> None:
+    """Install or upgrade the cowsync engine in the database (idempotent)."""
+    with cli.connect() as conn:
+        result = install.deploy(conn)
+    if not result.changed:
+        cli.console.print(f"cowsync engine {result.version} is already deployed; nothing to do")
+    elif result.previous_version is None:
+        cli.console.print(f"deployed cowsync engine {result.version}")
+    else:
+        cli.console.print(f"upgraded cowsync engine {result.previous_version} → {result.version}")
+
+
+def _tables_or_schema(tables: Sequence[str], schema: str | None) -> None:
+    if bool(tables) == bool(schema):
+        raise click.UsageError("name the tables, or pass --schema (one or the other)")
+
+
+@click.command()
+@click.argument("tables", nargs=-1, metavar="TABLE...")
+@click.option("--schema", "-s", help="Enable every eligible table of this schema.")
+@click.option(
+    "--exclude",
+    "-x",
+    multiple=True,
+    metavar="TABLE",
+    help="With --schema: leave this table out (repeat for more).",
+)
+@pass_cli
+@reports_errors
+def enable(
+    cli: CliContext, tables: tuple[str, ...], schema: str | None, exclude: tuple[str, ...]
+) -> None:
+    """COW-enable tables (all in one transaction), or every eligible table of a schema."""
+    _tables_or_schema(tables, schema)
+    with cli.connect() as conn:
+        if schema:
+            result = install.enable_schema(conn, schema, exclude=exclude)
+            for label in result.enabled:
+                cli.console.print(f"enabled {label}")
+            for label, reason in result.skipped.items():
+                cli.console.print(f"skipped {label}: {reason}", style="dim")
+            if not result.enabled:
+                cli.console.print(f"no table of schema {schema} was enabled")
+            return
+        before = {t.table for t in install.status(conn)}
+        with conn.transaction():
+            statuses = [install.enable(conn, table) for table in tables]
+    for status in statuses:
+        verb = "already enabled" if status.table in before else "enabled"
+        cli.console.print(f"{verb} {status.table} (key: {', '.join(status.key_columns)})")
+
+
+@click.command()
+@click.argument("tables", nargs=-1, metavar="TABLE...")
+@click.option("--schema", "-s", help="Disable every enabled table of this schema.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Drop sessions' uncommitted changes to these tables instead of refusing.",
+)
+@_yes_option
+@pass_cli
+@reports_errors
+def disable(
+    cli: CliContext, tables: tuple[str, ...], schema: str | None, force: bool, yes: bool
+) -> None:
+    """Give tables back exactly as they were (refused while sessions hold changes)."""
+    _tables_or_schema(tables, schema)
+    if force:
+        _confirm(
+            cli, "Drop every session's uncommitted changes to these tables?", yes, "disable --force"
+        )
+    with cli.connect() as conn:
+        if schema:
+            disabled = install.disable_schema(conn, schema, force=force).disabled
+        else:
+            with conn.transaction():
+                for table in tables:
+                    install.disable(conn, table, force=force)
+            disabled = list(tables)
+    if not disabled:
+        cli.console.print(f"no enabled table in schema {schema}")
+    for label in disabled:
+        cli.console.print(f"disabled {label}")
+
+
+# --- review ----------------------------------------------------------------------------
+
+
+@click.command()
+@_json_option
+@pass_cli
+@reports_errors
+def status(cli: CliContext, as_json: bool) -> None:
+    """Enabled tables, with the sessions and rows pending for each."""
+    with cli.connect() as conn:
+        tables = install.status(conn)
+        version = install.installed_version(conn) or install.ENGINE_VERSION
+    if as_json:
+        jsonout.echo_json({"engine_version": version, "tables": tables})
+    else:
+        display.render_status(cli.console, tables, version)
+
+
+@click.command()
+@_json_option
+@pass_cli
+@reports_errors
+def sessions(cli: CliContext, as_json: bool) -> None:
+    """Sessions waiting for review, oldest first."""
+    with cli.connect() as conn:
+        found = review.sessions(conn)
+    if as_json:
+        jsonout.echo_json({"sessions": found})
+    else:
+        display.render_sessions(cli.console, found)
+
+
+@click.command()
+@click.argument("session_id", metavar="SESSION")
+@_json_option
+@pass_cli
+@reports_errors
+def operations(cli: CliContext, session_id: str, as_json: bool) -> None:
+    """A session's operations in order, what each wrote and what it depends on."""
+    with cli.connect() as conn:
+        require_session(conn, session_id)
+        ops = review.operations(conn, session_id)
+        deps = review.dependencies(conn, session_id)
+    if as_json:
+        jsonout.echo_json(
+            {
+                "session_id": session_id,
+                "operations": [
+                    {**jsonout.jsonable(op), "depends_on": sorted(deps.get(op.operation_id, ()))}
+                    for op in ops
+                ],
+            }
+        )
+    else:
+        display.render_operations(cli.console, session_id, ops, deps)
+
+
+@click.command()
+@click.argument("session_id", metavar="SESSION")
+@_json_option
+@pass_cli
+@reports_errors
+def deps(cli: CliContext, session_id: str, as_json: bool) -> None:
+    """Which operations each operation of a session builds on."""
+    with cli.connect() as conn:
+        require_session(conn, session_id)
+        found = review.dependencies(conn, session_id)
+    if as_json:
+        jsonout.echo_json({"session_id": session_id, "dependencies": found})
+    else:
+        display.render_dependencies(cli.console, session_id, found)
+
+
+@click.command()
+@click.argument("session_id", metavar="SESSION")
+@_operation_option
+@_table_option
+@click.option("--stat", "stat_only", is_flag=True, help="Only the per-table summary.")
+@_json_option
+@pass_cli
+@reports_errors
+def diff(
+    cli: CliContext,
+    session_id: str,
+    operation_ids: tuple[str, ...],
+    table_names: tuple[str, ...],
+    stat_only: bool,
+    as_json: bool,
+) -> None:
+    """The session's changes: a per-table summary, then each row before → after."""
+    with cli.connect() as conn:
+        require_session(conn, session_id)
+        ops = require_operations(conn, session_id, operation_ids) if operation_ids else None
+        changes = review.diff(conn, session_id, operations=ops, tables=table_names or None)
+    if as_json:
+        jsonout.echo_json(
+            {
+                "session_id": session_id,
+                "operations": ops,
+                "stat": display.diff_stat(changes),
+                "changes": [] if stat_only else changes,
+            }
+        )
+    else:
+        display.render_diff(cli.console, changes, stat_only=stat_only)
+
+
+# --- apply -----------------------------------------------------------------------------
+
+
+def _scope(
+    conn: psycopg.Connection[Any],
+    session_id: str,
+    operation_ids: Sequence[str],
+    include: bool,
+    direction: Any,
+) -> list[str] | None:
+    require_session(conn, session_id)
+    if not operation_ids:
+        return None
+    chosen = require_operations(conn, session_id, operation_ids)
+    return close_over(conn, session_id, chosen, include, direction)
+
+
+@click.command()
+@click.argument("session_id", metavar="SESSION")
+@_operation_option
+@_table_option
+@click.option(
+    "--on-conflict",
+    type=click.Choice(["abort", "skip", "overwrite", "merge"]),
+    default="abort",
+    show_default=True,
+    help="What to do with rows that changed in production since the session read them.",
+)
+@click.option(
+    "--include-dependencies",
+    is_flag=True,
+    help="Also commit the operations the chosen ones build on.",
+)
+@_yes_option
+@_json_option
+@pass_cli
+@reports_errors
+def commit(
+    cli: CliContext,
+    session_id: str,
+    operation_ids: tuple[str, ...],
+    table_names: tuple[str, ...],
+    on_conflict: Any,
+    include_dependencies: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Apply a session (or chosen operations) to production, in one transaction."""
+    with cli.connect() as conn:
+        ops = _scope(conn, session_id, operation_ids, include_dependencies, "dependencies")
+        tables = table_names or None
+        changes = review.diff(conn, session_id, operations=ops, tables=tables)
+        if changes:
+            if not as_json:
+                cli.console.print(
+                    f"about to commit to production from session {session_id}"
+                    + (f" (operations: {', '.join(ops)})" if ops else "")
+                    + ":"
+                )
+                display.render_stat(cli.console, changes)
+            _confirm(cli, f"Commit {len(changes)} row(s) to production?", yes, "commit")
+        try:
+            with _progress(cli, f"committing session {session_id}") as progress:
+                result = apply.commit(
+                    conn,
+                    session_id,
+                    operations=ops,
+                    tables=tables,
+                    on_conflict=on_conflict,
+                    include_dependencies=include_dependencies,
+                    progress=progress,
+                )
+        except ConflictError as exc:
+            if as_json:
+                jsonout.echo_json({"session_id": session_id, "conflicts": exc.conflicts})
+            else:
+                display.render_conflicts(cli.console, exc.conflicts)
+            raise
+    if as_json:
+        jsonout.echo_json(
+            {
+                "session_id": result.session_id,
+                "operations": result.operations,
+                "applied": result.applied,
+                "total": result.total,
+                "conflicts": result.conflicts,
+            }
+        )
+    else:
+        display.render_commit_result(cli.console, result)
+
+
+@click.command()
+@click.argument("session_id", metavar="SESSION")
+@_operation_option
+@_table_option
+@click.option(
+    "--include-dependents",
+    is_flag=True,
+    help="Also discard the operations that build on the chosen ones.",
+)
+@_yes_option
+@_json_option
+@pass_cli
+@reports_errors
+def discard(
+    cli: CliContext,
+    session_id: str,
+    operation_ids: tuple[str, ...],
+    table_names: tuple[str, ...],
+    include_dependents: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Drop a session's changes (or chosen operations'); production is never touched."""
+    with cli.connect() as conn:
+        ops = _scope(conn, session_id, operation_ids, include_dependents, "dependents")
+        tables = table_names or None
+        changes = review.diff(conn, session_id, operations=ops, tables=tables)
+        if not as_json:
+            cli.console.print(
+                f"about to discard from session {session_id}"
+                + (f" (operations: {', '.join(ops)})" if ops else "")
+                + ":"
+            )
+            display.render_stat(cli.console, changes)
+        _confirm(cli, "Discard these changes for good?", yes, "discard")
+        result = apply.discard(
+            conn, session_id, operations=ops, tables=tables, include_dependents=include_dependents
+        )
+    if as_json:
+        jsonout.echo_json(
+            {
+                "session_id": result.session_id,
+                "operations": result.operations,
+                "discarded": result.discarded,
+                "total": result.total,
+            }
+        )
+    else:
+        display.render_discard_result(cli.console, result)
+
+
+REVIEW_COMMANDS: tuple[click.Command, ...] = (
+    deploy,
+    enable,
+    disable,
+    status,
+    sessions,
+    operations,
+    deps,
+    diff,
+    commit,
+    discard,
+)
+
+
+def register_commands(group: click.Group) -> click.Group:
+    """Add the review and apply commands to ``group`` (a host's own click group)."""
+    for command in REVIEW_COMMANDS:
+        group.add_command(command)
+    return group
+
+
+def make_group(
+    context_factory: Callable[[click.Context], CliContext],
+    name: str = "cowsync",
+    help: str | None = None,
+) -> click.Group:
+    """A click group with every review command, its connection from ``context_factory``.
+
+    For hosts: ``flask cowsync`` and ``manage.py cowsync`` build their group this way,
+    handing the commands their own database.
+
+    >>> group = make_group(lambda ctx: CliContext.from_connection(conn))  # doctest: +SKIP
+    """
+
+    @click.group(name=name, cls=CowGroup, help=help or "Review and apply cowsync sessions.")
+    @click.pass_context
+    def group(ctx: click.Context) -> None:
+        ctx.obj = context_factory(ctx)
+
+    return register_commands(group)
+
+
+def context_from_options(ctx: click.Context, dsn: str | None) -> CliContext:
+    """The context of the ``cowsync`` script: a host's object if it passed one, else --dsn."""
+    if isinstance(ctx.obj, CliContext):
+        return ctx.obj
+    if dsn is None and libpq_environment_set():
+        dsn = ""  # let libpq read PGHOST, PGDATABASE, ...
+    return CliContext.from_dsn(dsn)

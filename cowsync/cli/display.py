@@ -1,0 +1,443 @@
+"""Output for people: aligned tables, a ``--stat`` summary and a coloured row diff.
+
+Every function takes a :class:`rich.console.Console` and the values the core API returns.
+Data from the database is always wrapped in :class:`rich.text.Text`, never parsed as
+markup, so a value like ``[red]`` prints as itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..apply import CommitResult, Conflict, DiscardResult
+from ..install import TableStatus
+from ..review import OperationInfo, RowChange, SessionInfo
+
+KIND_STYLE = {"insert": "green", "update": "yellow", "delete": "red"}
+KIND_MARK = {"insert": "+", "update": "~", "delete": "-"}
+CHANGED_MARK = "*"
+_MAX_VALUE = 60  # characters of one value shown in a table; --json has them whole
+_MAX_BAR = 30
+# Past this many columns an update lists only the changed ones (and the key).
+_FULL_ROW_COLUMNS = 12
+
+
+# --- values -----------------------------------------------------------------------
+
+
+def value_text(value: Any, style: str = "") -> Text:
+    """One database value as text: NULL dimmed, long values shortened."""
+    if value is None:
+        return Text("NULL", style="dim italic")
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        raw = value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat()
+    elif isinstance(value, Decimal):
+        raw = str(value)
+    elif isinstance(value, (dict, list)):
+        raw = json.dumps(value, default=str, ensure_ascii=False)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        raw = "\\x" + bytes(value).hex()
+    else:
+        raw = str(value)
+    raw = raw.replace("\n", "\\n")
+    if len(raw) > _MAX_VALUE:
+        raw = raw[: _MAX_VALUE - 1] + "…"
+    return Text(raw, style=style)
+
+
+def key_text(key: Mapping[str, Any]) -> Text:
+    """A row key as ``col=value col=value``."""
+    text = Text()
+    for i, (column, value) in enumerate(key.items()):
+        if i:
+            text.append(" ")
+        text.append(f"{column}=", style="dim")
+        text.append_text(value_text(value))
+    return text
+
+
+def when(value: dt.datetime | None) -> Text:
+    """A timestamp to the second, in the timezone the database reported."""
+    if value is None:
+        return Text("—", style="dim")
+    return Text(value.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
+    for column in columns:
+        justify = (
+            "right"
+            if column
+            in {
+                "#",
+                "rows",
+                "sessions",
+                "pending rows",
+                "operations",
+                "inserted",
+                "updated",
+                "deleted",
+            }
+            else "left"
+        )
+        table.add_column(column, justify=justify, no_wrap=column in {"#"})
+    return table
+
+
+# --- status, sessions, operations, dependencies -----------------------------------------
+
+
+def render_status(console: Console, tables: Sequence[TableStatus], engine_version: int) -> None:
+    """Enabled tables and what sessions hold for them."""
+    if not tables:
+        console.print(
+            f"cowsync engine {engine_version} is deployed; no table is enabled yet "
+            "(cowsync enable TABLE)"
+        )
+        return
+    table = _table("table", "key", "mode", "sessions", "pending rows")
+    for t in tables:
+        table.add_row(
+            Text(t.table),
+            Text(", ".join(t.key_columns)),
+            Text(t.mode),
+            str(t.sessions),
+            str(t.pending_rows),
+        )
+    console.print(table)
+    pending = sum(t.pending_rows for t in tables)
+    console.print(
+        f"cowsync engine {engine_version}: {len(tables)} table(s) enabled, "
+        f"{pending} row(s) pending review"
+    )
+
+
+def render_sessions(console: Console, sessions: Sequence[SessionInfo]) -> None:
+    """Sessions with pending changes, oldest first."""
+    if not sessions:
+        console.print("no sessions: nothing is waiting for review")
+        return
+    table = _table("session", "label", "operations", "rows", "tables", "created", "last write")
+    for s in sessions:
+        table.add_row(
+            Text(s.session_id, style="bold"),
+            Text(s.label or ""),
+            str(s.operations),
+            str(s.rows),
+            Text(", ".join(s.tables)),
+            when(s.created_at),
+            when(s.last_write_at),
+        )
+    console.print(table)
+
+
+def _counts(inserted: int, updated: int, deleted: int) -> Text:
+    text = Text()
+    for mark, count, kind in (
+        ("+", inserted, "insert"),
+        ("~", updated, "update"),
+        ("-", deleted, "delete"),
+    ):
+        if count:
+            if text:
+                text.append(" ")
+            text.append(f"{mark}{count}", style=KIND_STYLE[kind])
+    return text or Text("none", style="dim")
+
+
+def render_operations(
+    console: Console,
+    session_id: str,
+    operations: Sequence[OperationInfo],
+    dependencies: Mapping[str, set[str]] | None = None,
+) -> None:
+    """A session's operations in order, with what each wrote (and what it builds on)."""
+    if not operations:
+        console.print(f"session {session_id} has no operations")
+        return
+    columns = ["#", "operation", "rows", "tables", "first write", "last write"]
+    if dependencies is not None:
+        columns.append("depends on")
+    table = _table(*columns, title=f"session {session_id}")
+    for i, op in enumerate(operations, 1):
+        row: list[RenderableType] = [
+            str(i),
+            Text(op.operation_id, style="bold"),
+            _counts(op.inserted, op.updated, op.deleted),
+            Text(", ".join(op.tables)),
+            when(op.first_write_at),
+            when(op.last_write_at),
+        ]
+        if dependencies is not None:
+            row.append(_dependency_text(dependencies.get(op.operation_id, set())))
+        table.add_row(*row)
+    console.print(table)
+
+
+def _dependency_text(needs: Iterable[str]) -> Text:
+    names = sorted(needs)
+    return Text(", ".join(names)) if names else Text("—", style="dim")
+
+
+def render_dependencies(
+    console: Console, session_id: str, dependencies: Mapping[str, set[str]]
+) -> None:
+    """Which operations each operation builds on (and so must be committed with)."""
+    if not dependencies:
+        console.print(f"session {session_id} has no operations")
+        return
+    dependents: dict[str, set[str]] = {op: set() for op in dependencies}
+    for op, needs in dependencies.items():
+        for need in needs:
+            dependents.setdefault(need, set()).add(op)
+    table = _table("operation", "depends on", "needed by", title=f"session {session_id}")
+    for op, needs in dependencies.items():
+        table.add_row(
+            Text(op, style="bold"), _dependency_text(needs), _dependency_text(dependents[op])
+        )
+    console.print(table)
+    console.print(
+        "an operation commits only with what it depends on, and is discarded only with "
+        "what needs it",
+        style="dim",
+    )
+
+
+# --- diff ----------------------------------------------------------------------------
+
+
+def diff_stat(changes: Iterable[RowChange]) -> dict[str, dict[str, int]]:
+    """Rows changed per table and kind: ``{table: {"insert": n, "update": n, "delete": n}}``."""
+    stat: dict[str, Counter[str]] = {}
+    for change in changes:
+        stat.setdefault(change.table, Counter())[change.kind] += 1
+    return {
+        table: {kind: counts.get(kind, 0) for kind in ("insert", "update", "delete")}
+        for table, counts in stat.items()
+    }
+
+
+def render_stat(console: Console, changes: Sequence[RowChange]) -> None:
+    """A ``git diff --stat``-like summary: rows per table, with a bar by kind."""
+    stat = diff_stat(changes)
+    if not stat:
+        console.print("no changes")
+        return
+    biggest = max(sum(kinds.values()) for kinds in stat.values())
+    scale = min(1.0, _MAX_BAR / biggest)
+    table = Table.grid(padding=(0, 1))
+    table.add_column()
+    table.add_column()
+    table.add_column(justify="right")
+    table.add_column()
+    for name, kinds in stat.items():
+        bar = Text()
+        for kind in ("insert", "update", "delete"):
+            count = kinds[kind]
+            if count:
+                bar.append(KIND_MARK[kind] * max(1, round(count * scale)), style=KIND_STYLE[kind])
+        table.add_row(Text(name), "|", str(sum(kinds.values())), bar)
+    console.print(table)
+    totals = Counter[str]()
+    for kinds in stat.values():
+        totals.update(kinds)
+    console.print(
+        f"{len(stat)} table(s), {sum(totals.values())} row(s) changed: "
+        f"{totals['insert']} inserted, {totals['update']} updated, {totals['delete']} deleted"
+    )
+
+
+def _change_header(change: RowChange) -> Text:
+    style = KIND_STYLE[change.kind]
+    text = Text(f"{KIND_MARK[change.kind]} {change.kind:<6} ", style=f"bold {style}")
+    text.append(change.table, style="bold")
+    text.append("  ")
+    text.append_text(key_text(change.key))
+    text.append(f"   operation {change.operation}", style="dim")
+    return text
+
+
+def _change_body(change: RowChange) -> Table:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=1)  # changed-column mark
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_column()
+    grid.add_column()
+    row = change.after if change.after is not None else change.before
+    assert row is not None
+    columns = list(row)
+    if change.kind == "update":
+        if len(columns) > _FULL_ROW_COLUMNS:
+            columns = [c for c in columns if c in change.changed or c in change.key]
+        assert change.before is not None and change.after is not None
+        for column in columns:
+            if column in change.changed:
+                grid.add_row(
+                    Text(CHANGED_MARK, style="yellow bold"),
+                    Text(column),
+                    value_text(change.before[column], "red"),
+                    Text("→", style="yellow"),
+                    value_text(change.after[column], "green"),
+                )
+            else:
+                grid.add_row(
+                    "", Text(column, style="dim"), value_text(change.after[column], "dim"), "", ""
+                )
+    else:
+        style = KIND_STYLE[change.kind]
+        for column in columns:
+            grid.add_row(
+                Text(KIND_MARK[change.kind], style=style),
+                Text(column),
+                value_text(row[column], style),
+                "",
+                "",
+            )
+    return grid
+
+
+def render_changes(console: Console, changes: Sequence[RowChange]) -> None:
+    """Each changed row: before → after, the changed columns marked with ``*``."""
+    for change in changes:
+        console.print(_change_header(change))
+        console.print(_change_body(change), style="", overflow="fold")
+        console.print()
+
+
+def render_diff(console: Console, changes: Sequence[RowChange], stat_only: bool = False) -> None:
+    """The summary, then (unless ``stat_only``) every changed row."""
+    render_stat(console, changes)
+    if changes and not stat_only:
+        console.print()
+        render_changes(console, changes)
+
+
+# --- commit and discard ---------------------------------------------------------------
+
+
+def render_conflicts(console: Console, conflicts: Sequence[Conflict]) -> None:
+    """Rows whose base changed after the session touched them: before, base now, session."""
+    table = _table(
+        "table",
+        "key",
+        "kind",
+        "column",
+        "when first touched",
+        "base now",
+        "session",
+        title="conflicts",
+    )
+    for c in conflicts:
+        columns = list(c.columns) or sorted(
+            {
+                k
+                for row in (c.before, c.base, c.session)
+                if row
+                for k in row
+                if (c.before or {}).get(k) != (c.base or {}).get(k)
+                or (c.before or {}).get(k) != (c.session or {}).get(k)
+            }
+        )
+        if not columns:
+            columns = [""]
+        for i, column in enumerate(columns):
+            table.add_row(
+                Text(c.table) if i == 0 else "",
+                key_text(c.key) if i == 0 else "",
+                Text(f"{c.kind} ({c.resolution})") if i == 0 else "",
+                Text(column),
+                _cell(c.before, column),
+                _cell(c.base, column, missing="row deleted"),
+                _cell(c.session, column, missing="deleted"),
+            )
+    console.print(table)
+
+
+def _cell(row: Mapping[str, Any] | None, column: str, missing: str = "no row") -> Text:
+    if row is None:
+        return Text(missing, style="dim italic")
+    if not column:
+        return Text("")
+    return value_text(row.get(column))
+
+
+def render_commit_result(console: Console, result: CommitResult) -> None:
+    """What a commit applied, per table."""
+    if result.nothing_to_commit:
+        console.print(f"nothing to commit in session {result.session_id}")
+        return
+    table = _table("table", "inserted", "updated", "deleted")
+    for name, kinds in result.applied.items():
+        table.add_row(
+            Text(name),
+            str(kinds.get("insert", 0)),
+            str(kinds.get("update", 0)),
+            str(kinds.get("delete", 0)),
+        )
+    console.print(table)
+    if result.conflicts:
+        render_conflicts(console, result.conflicts)
+    console.print(
+        Text.assemble(
+            ("committed ", "green bold"),
+            f"{result.total} row(s) of session {result.session_id} "
+            f"(operations: {', '.join(result.operations) or 'none'})",
+        )
+    )
+
+
+def render_discard_result(console: Console, result: DiscardResult) -> None:
+    """What a discard removed."""
+    if not result.total:
+        console.print(f"nothing to discard in session {result.session_id}")
+        return
+    console.print(
+        Text.assemble(
+            ("discarded ", "red bold"),
+            f"{result.total} change row(s) of session {result.session_id} "
+            f"(operations: {', '.join(result.operations) or 'none'}; production untouched)",
+        )
+    )
+
+
+def renderable_rows(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    title: str | None = None,
+    highlight: Mapping[int, str] | None = None,
+) -> Table:
+    """A plain table of query results; ``highlight`` maps row index to a style."""
+    table = _table(*columns, title=title)
+    for i, row in enumerate(rows):
+        style = (highlight or {}).get(i, "")
+        table.add_row(*(value_text(v) for v in row), style=style)
+    return table
+
+
+__all__ = [
+    "diff_stat",
+    "render_changes",
+    "render_commit_result",
+    "render_conflicts",
+    "render_dependencies",
+    "render_diff",
+    "render_discard_result",
+    "render_operations",
+    "render_sessions",
+    "render_stat",
+    "render_status",
+    "renderable_rows",
+    "value_text",
+]

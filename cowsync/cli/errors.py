@@ -1,0 +1,114 @@
+"""How the command line reports failures: one clear message and a documented exit code.
+
+Exit codes (also in docs/cli.md):
+
+* ``0`` the command did what was asked;
+* ``1`` a user error: bad arguments, an unknown session, table or operation, a database that
+  cannot be reached, an engine that is not deployed, a refused confirmation;
+* ``2`` the database refused to apply the session as it stands: a conflict, a missing
+  dependency, or a constraint the commit would break. Nothing was applied; the message says
+  what to do next.
+
+Any other exception is a bug in cowsync and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import click
+import psycopg
+
+from ..errors import (
+    CommitError,
+    ConflictError,
+    CowError,
+    DependencyError,
+    NotDeployedError,
+)
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+EXIT_REFUSED = 2
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class CliError(click.ClickException):
+    """A failure the command line reports as ``error: <message>`` with an exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USER_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        """Print the message to stderr (the first line prefixed with ``error:``)."""
+        click.secho("error: ", err=True, fg="red", bold=True, nl=False)
+        click.echo(self.format_message(), err=True)
+
+
+def one_line(text: str) -> str:
+    """Collapse a (possibly multi-line) message from PostgreSQL or libpq into one line."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def as_cli_error(exc: BaseException) -> CliError | None:
+    """The CLI error for an exception raised by cowsync or psycopg, or None for a bug."""
+    if isinstance(exc, CliError):
+        return exc
+    if isinstance(exc, ConflictError):
+        return CliError(
+            f"{one_line(str(exc))}\n"
+            "  to go on: commit again with --on-conflict skip (keep the base rows), "
+            "overwrite (the session wins) or merge (column by column), "
+            "or discard the operations that conflict",
+            EXIT_REFUSED,
+        )
+    if isinstance(exc, DependencyError):
+        missing = ", ".join(sorted(exc.missing))
+        return CliError(
+            f"{one_line(str(exc))}\n"
+            f"  to go on: add --operation for each of {missing}, or pass "
+            "--include-dependencies (commit) / --include-dependents (discard)",
+            EXIT_REFUSED,
+        )
+    if isinstance(exc, CommitError):
+        return CliError(
+            f"{one_line(str(exc))}\n"
+            "  to go on: review the session with `cowsync diff`, then commit fewer operations "
+            "or discard the one that breaks the constraint",
+            EXIT_REFUSED,
+        )
+    if isinstance(exc, NotDeployedError):
+        return CliError("cowsync is not deployed in this database: run `cowsync deploy` first")
+    if isinstance(exc, CowError):
+        return CliError(one_line(str(exc)))
+    if isinstance(exc, psycopg.OperationalError):
+        return CliError(f"cannot use the database: {one_line(str(exc))}")
+    if isinstance(exc, psycopg.Error):
+        # Bad DSN syntax (ProgrammingError), a missing privilege, a statement timeout...
+        return CliError(one_line(str(exc)) or type(exc).__name__)
+    return None
+
+
+def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn cowsync and psycopg errors raised by a command into :class:`CliError`.
+
+    Applied to every command callback, so the same exit codes hold whichever click
+    group hosts the command (``cowsync``, ``manage.py cowsync``, ``flask cowsync``).
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (CowError, psycopg.Error) as exc:
+            error = as_cli_error(exc)
+            if error is None:  # pragma: no cover - every CowError and psycopg.Error maps
+                raise
+            raise error from exc
+
+    return wrapper
