@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -136,27 +137,36 @@ def _net_table(t: EnabledTable) -> sql.Identifier:
     return sql.Identifier(f"_cow_net_{t.registry_id}")
 
 
+_META = (
+    "ARRAY['_cow_session','_cow_operation','_cow_first_seq','_cow_seq','_cow_current',"
+    "'_cow_deleted','_cow_existed','_cow_before','_cow_written_at','_cow_before_n','_cow_kind']"
+)
+
+
 def _build_net(
     conn: psycopg.Connection, t: EnabledTable, session_id: str, ops: list[str] | None
 ) -> None:
-    """Materialise the net effect per key, classified as insert/update/delete/none."""
+    """Materialise the net effect per key, classified as insert/update/delete/none.
+
+    ``_cow_before_n`` is the first-touch image re-rendered by this connection
+    (through the base's row type), so comparisons with ``to_jsonb`` of current rows
+    do not depend on settings such as TimeZone that were in force when it was taken.
+    """
     net, params = net_rows(t, ops)
-    meta = sql.SQL(
-        "ARRAY['_cow_session','_cow_operation','_cow_first_seq','_cow_seq','_cow_current',"
-        "'_cow_deleted','_cow_existed','_cow_before','_cow_written_at']"
-    )
     conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(_net_table(t)))
     conn.execute(
         sql.SQL(
             "CREATE TEMP TABLE {net_table} AS "
-            "SELECT n.*, CASE "
+            "SELECT n.*, bn.before_n AS _cow_before_n, CASE "
             " WHEN NOT n._cow_existed AND NOT n._cow_deleted THEN 'insert' "
             " WHEN n._cow_existed AND n._cow_deleted THEN 'delete' "
-            " WHEN n._cow_existed AND (to_jsonb(n) - {meta}) IS DISTINCT FROM n._cow_before "
+            " WHEN n._cow_existed AND (to_jsonb(n.*) - {meta}) IS DISTINCT FROM bn.before_n "
             "   THEN 'update' "
             " ELSE 'none' END AS _cow_kind "
-            "FROM ({net}) AS n"
-        ).format(net_table=_net_table(t), meta=meta, net=net),
+            "FROM ({net}) AS n "
+            "CROSS JOIN LATERAL (SELECT to_jsonb(jsonb_populate_record(NULL::{base}, "
+            "n._cow_before)) AS before_n) AS bn"
+        ).format(net_table=_net_table(t), meta=sql.SQL(_META), net=net, base=t.base),
         {"sid": session_id, **params},
     )
 
@@ -173,27 +183,25 @@ def _find_conflicts(conn: psycopg.Connection, t: EnabledTable) -> list[Conflict]
             "WHERE n._cow_kind <> 'none' FOR UPDATE OF b"
         ).format(base=t.base, net=_net_table(t), match=t.key_match("b", "n"))
     )
-    meta = sql.SQL(
-        "ARRAY['_cow_session','_cow_operation','_cow_first_seq','_cow_seq','_cow_current',"
-        "'_cow_deleted','_cow_existed','_cow_before','_cow_written_at','_cow_kind']"
-    )
+    meta = sql.SQL(_META)
     rows = conn.execute(
         sql.SQL(
-            "SELECT n._cow_kind, n._cow_existed, n._cow_deleted, b IS NOT NULL, "
-            "ARRAY(SELECT e.key FROM jsonb_each(to_jsonb(n) - {meta}) AS e "
-            "      WHERE e.value IS DISTINCT FROM n._cow_before -> e.key "
-            "        AND to_jsonb(b) -> e.key IS DISTINCT FROM n._cow_before -> e.key "
-            "        AND e.value IS DISTINCT FROM to_jsonb(b) -> e.key), "
+            "SELECT n._cow_kind, n._cow_existed, n._cow_deleted, {b_key} IS NOT NULL, "
+            "ARRAY(SELECT e.key FROM jsonb_each(to_jsonb(n.*) - {meta}) AS e "
+            "      WHERE e.value IS DISTINCT FROM n._cow_before_n -> e.key "
+            "        AND to_jsonb(b.*) -> e.key IS DISTINCT FROM n._cow_before_n -> e.key "
+            "        AND e.value IS DISTINCT FROM to_jsonb(b.*) -> e.key), "
             "{n_cols}, {b_cols}, {bf_cols} "
             "FROM {net} AS n LEFT JOIN ONLY {base} AS b ON {match} "
             "LEFT JOIN LATERAL jsonb_populate_record(NULL::{base}, n._cow_before) AS bf "
             "ON n._cow_before IS NOT NULL "
             "WHERE (n._cow_kind IN ('update', 'delete') "
-            "       AND to_jsonb(b) IS DISTINCT FROM n._cow_before) "
-            "   OR (n._cow_kind = 'insert' AND b IS NOT NULL) "
+            "       AND to_jsonb(b.*) IS DISTINCT FROM n._cow_before_n) "
+            "   OR (n._cow_kind = 'insert' AND {b_key} IS NOT NULL) "
             "ORDER BY {keys}"
         ).format(
             meta=meta,
+            b_key=sql.Identifier("b", t.key_columns[0]),
             n_cols=t.cols("n"),
             b_cols=t.cols("b"),
             bf_cols=t.cols("bf"),
@@ -244,7 +252,7 @@ def _merge_rows(conn: psycopg.Connection, t: EnabledTable) -> None:
     value, any other column takes the base's current value."""
     assignments = sql.SQL(", ").join(
         sql.SQL(
-            "{col} = CASE WHEN to_jsonb(n.{col}) IS DISTINCT FROM n._cow_before -> {name} "
+            "{col} = CASE WHEN to_jsonb(n.{col}) IS DISTINCT FROM n._cow_before_n -> {name} "
             "THEN n.{col} ELSE b.{col} END"
         ).format(col=sql.Identifier(c), name=sql.Literal(c))
         for c in t.columns
@@ -253,7 +261,7 @@ def _merge_rows(conn: psycopg.Connection, t: EnabledTable) -> None:
         sql.SQL(
             "UPDATE {net} AS n SET {assignments} FROM ONLY {base} AS b "
             "WHERE {match} AND n._cow_kind = 'update' "
-            "AND to_jsonb(b) IS DISTINCT FROM n._cow_before"
+            "AND to_jsonb(b.*) IS DISTINCT FROM n._cow_before_n"
         ).format(
             net=_net_table(t), assignments=assignments, base=t.base, match=t.key_match("b", "n")
         )
@@ -291,6 +299,26 @@ def _resolve_conflicts(
     if mergeable and not unresolved:
         _merge_rows(conn, t)
     return handled, unresolved
+
+
+_DETAIL_KEY = re.compile(r"^Key \((?P<cols>.*)\)=\((?P<vals>.*)\)")
+
+
+def _key_from_detail(detail: str | None) -> dict[str, Any] | None:
+    """The key PostgreSQL names in a constraint error's detail, as text values.
+
+    ``Key (region, code)=(eu, 7) already exists.`` -> ``{"region": "eu", "code": "7"}``.
+    Values containing ", " cannot be split reliably; then the whole text is kept
+    under the joined column names.
+    """
+    match = _DETAIL_KEY.match(detail or "")
+    if match is None:
+        return None
+    columns = [c.strip().strip('"') for c in match.group("cols").split(",")]
+    values = match.group("vals").split(", ")
+    if len(values) != len(columns):
+        return {match.group("cols"): match.group("vals")}
+    return dict(zip(columns, values))
 
 
 def _apply_statement(conn: psycopg.Connection, t: EnabledTable, kind: str) -> int:
@@ -333,6 +361,7 @@ def _apply_statement(conn: psycopg.Connection, t: EnabledTable, kind: str) -> in
             + (f" — {diag.message_detail}" if diag.message_detail else "")
             + ". Nothing was applied; fix the session (or the base) and commit again",
             table=t.label,
+            key=_key_from_detail(diag.message_detail),
             constraint=diag.constraint_name,
         ) from exc
     return cur.rowcount
@@ -363,7 +392,7 @@ def _settle_session(
         sql.SQL(
             "UPDATE ONLY {changes} AS c SET _cow_existed = b_row IS NOT NULL, "
             "_cow_before = b_row "
-            "FROM (SELECT {n_keys}, to_jsonb(b) AS b_row FROM {net} AS n "
+            "FROM (SELECT {n_keys}, to_jsonb(b.*) AS b_row FROM {net} AS n "
             "      LEFT JOIN ONLY {base} AS b ON {bn_match} "
             "      WHERE n._cow_kind NOT IN ('skip')) AS n "
             "WHERE c._cow_session = %(sid)s AND {cn_match}"

@@ -86,12 +86,17 @@ def alter(conn: psycopg.Connection, table: str | tuple[str, str], actions: str) 
                 "UPDATE cowsync.tables SET key_columns = %s, key_constraint = %s WHERE id = %s",
                 (info.key_columns, info.key_constraint, registry_id),
             )
-            for index in ("history", "current"):
-                conn.execute(
-                    sql.SQL("DROP INDEX IF EXISTS {}").format(
-                        sql.Identifier(schema, f"cowsync_{registry_id}_{index}")
-                    )
+            conn.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
+                    sql.Identifier(schema, changes_name),
+                    sql.Identifier(f"cowsync_{registry_id}_history"),
                 )
+            )
+            conn.execute(
+                sql.SQL("DROP INDEX IF EXISTS {}").format(
+                    sql.Identifier(schema, f"cowsync_{registry_id}_current")
+                )
+            )
         layout = _build_layout(
             conn,
             registry_id,

@@ -383,8 +383,21 @@ def _enable_locked(conn: psycopg.Connection, name: TableName, config: CowConfig)
 def _install_table_objects(
     conn: psycopg.Connection, layout: render.TableLayout, config: CowConfig, replace: bool
 ) -> None:
-    """Create (or, on upgrade, recreate) the view and its trigger."""
+    """Create (or, on upgrade, recreate) the view and its trigger.
+
+    Recreating keeps what the view carried: its grants, comments and owner.
+    """
+    decorations: _Decorations | None = None
+    owner: str | None = None
     if replace:
+        found = conn.execute(
+            "SELECT c.oid::int, pg_get_userbyid(c.relowner) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            (layout.schema, layout.view_name),
+        ).fetchone()
+        if found is not None:
+            decorations = _read_decorations(conn, found[0])
+            owner = found[1]
         conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(layout.view))
     conn.execute(render.view(layout, config))
     for statement in render.view_defaults(layout):
@@ -393,6 +406,12 @@ def _install_table_objects(
         conn.execute(statement)
     conn.execute(render.trigger_function(layout, config))
     conn.execute(render.trigger(layout))
+    if decorations is not None:
+        _apply_decorations(conn, layout, decorations)
+    if owner is not None:
+        conn.execute(
+            sql.SQL("ALTER VIEW {} OWNER TO {}").format(layout.view, sql.Identifier(owner))
+        )
 
 
 @dataclass(frozen=True)

@@ -96,9 +96,9 @@ def changes_key_indexes(layout: TableLayout) -> list[sql.Composed]:
     """The change store's key indexes (as in table_changes.sql), for a key that changed."""
     keys = _ident_list(layout.key_columns)
     return [
-        sql.SQL("CREATE UNIQUE INDEX {} ON {} ({}, _cow_session, _cow_operation)").format(
-            _index_name(layout, "history"), layout.changes, keys
-        ),
+        sql.SQL(
+            "ALTER TABLE {} ADD CONSTRAINT {} UNIQUE ({}, _cow_session, _cow_operation)"
+        ).format(layout.changes, _index_name(layout, "history"), keys),
         sql.SQL("CREATE UNIQUE INDEX {} ON {} (_cow_session, {}) WHERE _cow_current").format(
             _index_name(layout, "current"), layout.changes, keys
         ),
@@ -187,7 +187,7 @@ def _put(
         deleted=sql.Literal(deleted),
         existed=sql.SQL(existed),
         before=sql.SQL(before),
-        key_columns=_ident_list(layout.key_columns),
+        history_constraint=_index_name(layout, "history"),
         c_key_equals_row=_key_equals("_cow_c", row, layout.key_columns),
     )
 
@@ -249,7 +249,7 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, exclude_old: bool) ->
     )
     if check.plain_columns:
         matches = sql.SQL(" AND ").join(
-            sql.SQL("{} {} {}").format(sql.Identifier(col), sql.SQL(compare), field)
+            sql.SQL("{} {} {}").format(sql.Identifier("_cow_u", col), sql.SQL(compare), field)
             for col, field in zip(check.expressions, fields)
         )
     not_null: sql.Composable = sql.SQL("")
@@ -266,7 +266,7 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, exclude_old: bool) ->
     exclude: sql.Composable = sql.SQL("")
     if exclude_old:
         exclude = sql.SQL(" AND ROW({}) IS DISTINCT FROM ROW({})").format(
-            _ident_list(layout.key_columns), _ident_list(layout.key_columns, "old")
+            _ident_list(layout.key_columns, "_cow_u"), _ident_list(layout.key_columns, "old")
         )
     values = sql.SQL("concat_ws(', ', {})").format(
         sql.SQL(", ").join(sql.SQL("{}::text").format(f) for f in fields)
@@ -284,7 +284,9 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, exclude_old: bool) ->
     )
     select_list = sql.SQL(", ").join(
         sql.SQL("{} AS {}").format(
-            sql.Identifier(e) if check.plain_columns else sql.SQL("({})").format(sql.SQL(e)),
+            sql.Identifier("_cow_n", e)
+            if check.plain_columns
+            else sql.SQL("({})").format(sql.SQL(e)),
             sql.Identifier(f"u{i}"),
         )
         for i, e in enumerate(check.expressions)
@@ -292,7 +294,7 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, exclude_old: bool) ->
     return sql.SQL(
         "SELECT {select_list} INTO _cow_v_row FROM (SELECT new.*) AS _cow_n{predicate};\n"
         "IF FOUND{not_null} THEN\n"
-        "    PERFORM 1 FROM {view} WHERE {matches}{also_predicate}{exclude};\n"
+        "    PERFORM 1 FROM {view} AS _cow_u WHERE {matches}{also_predicate}{exclude};\n"
         "    IF FOUND THEN\n"
         "        IF TG_OP = 'INSERT' AND cowsync.statement_ignores_conflicts() THEN\n"
         "            RETURN NULL;\n"

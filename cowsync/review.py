@@ -222,9 +222,14 @@ def _dependency_query(tables: list[EnabledTable], conn: psycopg.Connection) -> s
                 "WHERE x._cow_session = %(sid)s AND NOT x._cow_deleted"
             ).format(child=fk.child.changes, parent=fk.parent.changes, match=child_to_parent)
         )
-        # A parent deleted after a child that referenced it was deleted or re-pointed.
-        before_ref = sql.SQL(" AND ").join(
-            sql.SQL("(y._cow_before ->> {}) = x.{}::text").format(
+        # A parent deleted after a child that referenced it (at any point of the
+        # session, or in the base) was written: the child's writers go first.
+        refs_now = sql.SQL(" AND ").join(
+            sql.SQL("z.{} = x.{}").format(sql.Identifier(cc), sql.Identifier(pc))
+            for cc, pc in zip(fk.child_columns, fk.parent_columns)
+        )
+        refs_before = sql.SQL(" AND ").join(
+            sql.SQL("(z._cow_before ->> {}) = x.{}::text").format(
                 sql.Literal(cc), sql.Identifier(pc)
             )
             for cc, pc in zip(fk.child_columns, fk.parent_columns)
@@ -232,11 +237,18 @@ def _dependency_query(tables: list[EnabledTable], conn: psycopg.Connection) -> s
         parts.append(
             sql.SQL(
                 "SELECT x._cow_operation, y._cow_operation FROM ONLY {parent} AS x "
-                "JOIN ONLY {child} AS y ON {match} AND y._cow_session = x._cow_session "
+                "JOIN ONLY {child} AS z ON z._cow_session = x._cow_session "
+                "AND (({refs_now}) OR ({refs_before})) "
+                "JOIN ONLY {child} AS y ON y._cow_session = x._cow_session AND {same_key} "
                 "AND y._cow_operation <> x._cow_operation AND y._cow_first_seq < x._cow_seq "
-                "WHERE x._cow_session = %(sid)s AND x._cow_deleted AND x._cow_existed "
-                "AND y._cow_existed"
-            ).format(parent=fk.parent.changes, child=fk.child.changes, match=before_ref)
+                "WHERE x._cow_session = %(sid)s AND x._cow_deleted"
+            ).format(
+                parent=fk.parent.changes,
+                child=fk.child.changes,
+                refs_now=refs_now,
+                refs_before=refs_before,
+                same_key=fk.child.key_match("y", "z"),
+            )
         )
     return sql.SQL("SELECT DISTINCT * FROM ({}) AS deps").format(sql.SQL(" UNION ALL ").join(parts))
 

@@ -20,7 +20,10 @@ CREATE TABLE {changes} (
 ) INHERITS ({base});
 
 -- Key lookups from the view's scan of the base reach the change store by key.
-CREATE UNIQUE INDEX {history_index} ON {changes} ({key_columns}, _cow_session, _cow_operation);
+-- A constraint rather than a bare index, so the trigger's upsert can name it
+-- (ON CONFLICT ON CONSTRAINT) instead of listing columns a PL/pgSQL variable could shadow.
+ALTER TABLE {changes} ADD CONSTRAINT {history_index}
+    UNIQUE ({key_columns}, _cow_session, _cow_operation);
 
 -- One current row per (session, key); the view's anti-join probes it.
 CREATE UNIQUE INDEX {current_index} ON {changes} (_cow_session, {key_columns}) WHERE _cow_current;

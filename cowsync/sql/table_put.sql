@@ -20,7 +20,7 @@ ELSE
                                      _cow_before, _cow_written_at)
         VALUES ({row_values}, _cow_v_sid, _cow_v_op, _cow_v_seq, _cow_v_seq,
                 true, {deleted}, {existed}, {before}, clock_timestamp())
-        ON CONFLICT ({key_columns}, _cow_session, _cow_operation) DO UPDATE
+        ON CONFLICT ON CONSTRAINT {history_constraint} DO UPDATE
         SET ({columns}) = ROW({excluded_values}),
             _cow_seq = EXCLUDED._cow_seq,
             _cow_current = true,

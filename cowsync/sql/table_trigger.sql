@@ -10,6 +10,7 @@ CREATE OR REPLACE FUNCTION {function}()
 RETURNS trigger
 LANGUAGE plpgsql
 AS $cow$
+#variable_conflict use_variable
 DECLARE
     _cow_v_sid      text := nullif(current_setting({session_variable}, true), '');
     _cow_v_op       text;
