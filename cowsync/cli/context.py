@@ -115,8 +115,8 @@ class CliContext:
     connect: Connect
     interactive: bool = field(default_factory=_stdin_is_tty)
     dsn: str | None = None
-    _console: Console | None = field(default=None, repr=False)
-    _err_console: Console | None = field(default=None, repr=False)
+    _console: Console | None = field(default=None, init=False, repr=False)
+    _err_console: Console | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_dsn(cls, dsn: str | None, **kwargs: Any) -> CliContext:
@@ -134,12 +134,13 @@ class CliContext:
         if self._console is None:
             # Created on first use, so it writes to whatever stdout is at that time
             # (click's test runner swaps it).
-            self._console = Console(highlight=False, soft_wrap=False)
+            # Names and values come from the database: never read them as markup or emoji codes.
+            self._console = Console(highlight=False, markup=False, emoji=False)
         return self._console
 
     @property
     def err_console(self) -> Console:
         """Where progress and notes go (stderr), so stdout stays clean for pipes."""
         if self._err_console is None:
-            self._err_console = Console(stderr=True, highlight=False)
+            self._err_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
         return self._err_console

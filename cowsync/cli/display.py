@@ -73,25 +73,22 @@ def when(value: dt.datetime | None) -> Text:
     return Text(value.strftime("%Y-%m-%d %H:%M:%S"))
 
 
+_RIGHT = frozenset(
+    {"#", "rows", "sessions", "pending rows", "operations", "inserted", "updated", "deleted"}
+)
+# Ids are what people copy into the next command: never wrap them, shrink other columns.
+_NO_WRAP = frozenset({"#", "operation", "session", "table"})
+
+
 def _table(*columns: str, title: str | None = None) -> Table:
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
     for column in columns:
-        justify = (
-            "right"
-            if column
-            in {
-                "#",
-                "rows",
-                "sessions",
-                "pending rows",
-                "operations",
-                "inserted",
-                "updated",
-                "deleted",
-            }
-            else "left"
+        table.add_column(
+            column,
+            justify="right" if column in _RIGHT else "left",
+            no_wrap=column in _NO_WRAP,
+            overflow="fold",
         )
-        table.add_column(column, justify=justify, no_wrap=column in {"#"})
     return table
 
 
@@ -264,7 +261,7 @@ def _change_header(change: RowChange) -> Text:
     text.append(change.table, style="bold")
     text.append("  ")
     text.append_text(key_text(change.key))
-    text.append(f"   operation {change.operation}", style="dim")
+    text.append(f"  by {change.operation}", style="dim")
     return text
 
 
@@ -272,39 +269,30 @@ def _change_body(change: RowChange) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(width=1)  # changed-column mark
     grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_column()
-    grid.add_column()
+    grid.add_column(overflow="fold")
     row = change.after if change.after is not None else change.before
     assert row is not None
     columns = list(row)
-    if change.kind == "update":
-        if len(columns) > _FULL_ROW_COLUMNS:
-            columns = [c for c in columns if c in change.changed or c in change.key]
-        assert change.before is not None and change.after is not None
-        for column in columns:
-            if column in change.changed:
-                grid.add_row(
-                    Text(CHANGED_MARK, style="yellow bold"),
-                    Text(column),
-                    value_text(change.before[column], "red"),
-                    Text("→", style="yellow"),
-                    value_text(change.after[column], "green"),
-                )
-            else:
-                grid.add_row(
-                    "", Text(column, style="dim"), value_text(change.after[column], "dim"), "", ""
-                )
-    else:
+    if change.kind != "update":
         style = KIND_STYLE[change.kind]
         for column in columns:
             grid.add_row(
                 Text(KIND_MARK[change.kind], style=style),
                 Text(column),
                 value_text(row[column], style),
-                "",
-                "",
             )
+        return grid
+    assert change.before is not None and change.after is not None
+    if len(columns) > _FULL_ROW_COLUMNS:
+        columns = [c for c in columns if c in change.changed or c in change.key]
+    for column in columns:
+        if column in change.changed:
+            value = value_text(change.before[column], "red")
+            value.append(" → ", style="yellow")
+            value.append_text(value_text(change.after[column], "green"))
+            grid.add_row(Text(CHANGED_MARK, style="yellow bold"), Text(column), value)
+        else:
+            grid.add_row("", Text(column, style="dim"), value_text(change.after[column], "dim"))
     return grid
 
 
@@ -316,47 +304,60 @@ def render_changes(console: Console, changes: Sequence[RowChange]) -> None:
         console.print()
 
 
-def render_diff(console: Console, changes: Sequence[RowChange], stat_only: bool = False) -> None:
-    """The summary, then (unless ``stat_only``) every changed row."""
+def render_diff(
+    console: Console,
+    changes: Sequence[RowChange],
+    stat_only: bool = False,
+    limit: int | None = None,
+) -> None:
+    """The summary, then (unless ``stat_only``) each changed row, at most ``limit`` of them."""
     render_stat(console, changes)
-    if changes and not stat_only:
-        console.print()
-        render_changes(console, changes)
+    if not changes or stat_only:
+        return
+    console.print()
+    shown = changes if not limit else changes[:limit]
+    render_changes(console, shown)
+    if len(shown) < len(changes):
+        console.print(
+            f"… {len(changes) - len(shown)} more changed row(s) not shown "
+            "(--limit 0 shows them all; --json gives every row)",
+            style="dim",
+        )
 
 
 # --- commit and discard ---------------------------------------------------------------
 
 
+def _conflict_columns(c: Conflict) -> list[str]:
+    """The columns worth showing: changed on both sides, else changed on either."""
+    if c.columns:
+        return list(c.columns)
+    before, base, mine = c.before or {}, c.base or {}, c.session or {}
+    names = list(dict.fromkeys([*before, *base, *mine]))
+    changed = [n for n in names if before.get(n) != base.get(n) or before.get(n) != mine.get(n)]
+    return changed or [""]
+
+
 def render_conflicts(console: Console, conflicts: Sequence[Conflict]) -> None:
-    """Rows whose base changed after the session touched them: before, base now, session."""
+    """Rows production changed after the session read them: then, now, and the session's."""
     table = _table(
         "table",
         "key",
         "kind",
         "column",
-        "when first touched",
-        "base now",
+        "session read",
+        "production now",
         "session",
         title="conflicts",
     )
     for c in conflicts:
-        columns = list(c.columns) or sorted(
-            {
-                k
-                for row in (c.before, c.base, c.session)
-                if row
-                for k in row
-                if (c.before or {}).get(k) != (c.base or {}).get(k)
-                or (c.before or {}).get(k) != (c.session or {}).get(k)
-            }
-        )
-        if not columns:
-            columns = [""]
-        for i, column in enumerate(columns):
+        kind = c.kind if c.resolution == "abort" else f"{c.kind}, {c.resolution}"
+        for i, column in enumerate(_conflict_columns(c)):
+            first = i == 0
             table.add_row(
-                Text(c.table) if i == 0 else "",
-                key_text(c.key) if i == 0 else "",
-                Text(f"{c.kind} ({c.resolution})") if i == 0 else "",
+                Text(c.table) if first else "",
+                key_text(c.key) if first else "",
+                Text(kind) if first else "",
                 Text(column),
                 _cell(c.before, column),
                 _cell(c.base, column, missing="row deleted"),
@@ -412,17 +413,38 @@ def render_discard_result(console: Console, result: DiscardResult) -> None:
     )
 
 
-def renderable_rows(
+def versions_table(
+    title: str,
     columns: Sequence[str],
-    rows: Iterable[Sequence[Any]],
-    title: str | None = None,
-    highlight: Mapping[int, str] | None = None,
+    key_width: int,
+    baseline: Sequence[Sequence[Any]],
+    rows: Sequence[Sequence[Any]],
 ) -> Table:
-    """A plain table of query results; ``highlight`` maps row index to a style."""
-    table = _table(*columns, title=title)
-    for i, row in enumerate(rows):
-        style = (highlight or {}).get(i, "")
-        table.add_row(*(value_text(v) for v in row), style=style)
+    """Query results compared with a baseline by key: new rows ``+``, changed ``~`` (the
+    changed values marked), rows gone ``-`` (shown as they were)."""
+    table = _table("", *columns, title=title)
+    before = {tuple(r[:key_width]): r for r in baseline}
+    now = {tuple(r[:key_width]): r for r in rows}
+    for key in sorted(before.keys() | now.keys(), key=lambda k: tuple(map(str, k))):
+        old, new = before.get(key), now.get(key)
+        if new is None:
+            assert old is not None
+            table.add_row(Text("-", style="red bold"), *(value_text(v, "red strike") for v in old))
+        elif old is None:
+            table.add_row(Text("+", style="green bold"), *(value_text(v, "green") for v in new))
+        elif tuple(old) != tuple(new):
+            cells: list[RenderableType] = [Text("~", style="yellow bold")]
+            for was, value in zip(old, new):
+                if was == value:
+                    cells.append(value_text(value))
+                else:
+                    cell = value_text(was, "red strike")
+                    cell.append(" → ", style="yellow")
+                    cell.append_text(value_text(value, "green bold"))
+                    cells.append(cell)
+            table.add_row(*cells)
+        else:
+            table.add_row("", *(value_text(v) for v in new))
     return table
 
 
@@ -438,6 +460,6 @@ __all__ = [
     "render_sessions",
     "render_stat",
     "render_status",
-    "renderable_rows",
     "value_text",
+    "versions_table",
 ]

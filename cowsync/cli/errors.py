@@ -38,16 +38,20 @@ R = TypeVar("R")
 
 
 class CliError(click.ClickException):
-    """A failure the command line reports as ``error: <message>`` with an exit code."""
+    """A user error the command line reports as ``error: <message>`` (exit code 1)."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_USER_ERROR) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = EXIT_USER_ERROR
 
     def show(self, file: Any = None) -> None:
-        """Print the message to stderr (the first line prefixed with ``error:``)."""
+        """Print the message to stderr, prefixed with ``error:``."""
         click.secho("error: ", err=True, fg="red", bold=True, nl=False)
         click.echo(self.format_message(), err=True)
+
+
+class CliRefusal(CliError):
+    """The database refused to apply the session as it stands (exit code 2)."""
+
+    exit_code = EXIT_REFUSED
 
 
 def one_line(text: str) -> str:
@@ -60,27 +64,25 @@ def as_cli_error(exc: BaseException) -> CliError | None:
     if isinstance(exc, CliError):
         return exc
     if isinstance(exc, ConflictError):
-        return CliError(
-            f"{one_line(str(exc))}\n"
-            "  to go on: commit again with --on-conflict skip (keep the base rows), "
+        return CliRefusal(
+            f"{len(exc.conflicts)} row(s) changed in production after the session first "
+            "touched them; nothing was applied\n"
+            "  to go on: commit again with --on-conflict skip (keep production's rows), "
             "overwrite (the session wins) or merge (column by column), "
             "or discard the operations that conflict",
-            EXIT_REFUSED,
         )
     if isinstance(exc, DependencyError):
         missing = ", ".join(sorted(exc.missing))
-        return CliError(
+        return CliRefusal(
             f"{one_line(str(exc))}\n"
             f"  to go on: add --operation for each of {missing}, or pass "
             "--include-dependencies (commit) / --include-dependents (discard)",
-            EXIT_REFUSED,
         )
     if isinstance(exc, CommitError):
-        return CliError(
+        return CliRefusal(
             f"{one_line(str(exc))}\n"
             "  to go on: review the session with `cowsync diff`, then commit fewer operations "
             "or discard the one that breaks the constraint",
-            EXIT_REFUSED,
         )
     if isinstance(exc, NotDeployedError):
         return CliError("cowsync is not deployed in this database: run `cowsync deploy` first")

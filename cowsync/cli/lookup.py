@@ -12,10 +12,9 @@ from typing import Any, Literal
 import psycopg
 
 from ..config import validate_id
-from ..errors import DependencyError
 from ..registry import require_engine
 from ..review import dependencies, operations
-from .errors import CliError
+from .errors import CliError, CliRefusal
 
 
 def require_session(conn: psycopg.Connection[Any], session_id: str) -> None:
@@ -67,8 +66,8 @@ def close_over(
 ) -> list[str]:
     """``chosen`` plus what it needs (commit) or what needs it (discard), in session order.
 
-    Without ``include``, a missing operation raises :class:`DependencyError` before the
-    user is asked to confirm anything.
+    Without ``include``, a missing operation is refused (exit code 2) before the user is
+    asked to confirm anything.
     """
     deps = dependencies(conn, session_id)
     edges: dict[str, set[str]] = deps
@@ -80,9 +79,16 @@ def close_over(
     closed = _closure(set(chosen), edges)
     missing = closed - set(chosen)
     if missing and not include:
-        verb = "depend on" if direction == "dependencies" else "are needed by"
-        raise DependencyError(
-            f"the chosen operations {verb} operations not chosen: {', '.join(sorted(missing))}",
-            missing,
+        names = ", ".join(sorted(missing))
+        adds = " ".join(f"-o {op}" for op in sorted(missing))
+        if direction == "dependencies":
+            raise CliRefusal(
+                f"the chosen operations build on operations not chosen: {names}; "
+                "nothing was applied\n"
+                f"  to go on: add {adds}, or pass --include-dependencies"
+            )
+        raise CliRefusal(
+            f"operations not chosen build on the chosen ones: {names}; nothing was discarded\n"
+            f"  to go on: add {adds}, or pass --include-dependents"
         )
     return [op for op in deps if op in closed]
