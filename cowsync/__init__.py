@@ -12,7 +12,7 @@ Sync, psycopg 3 native. Every function takes a :class:`psycopg.Connection` first
 from .apply import CommitResult, Conflict, DiscardResult, commit, discard
 from .binding import Binding, bind, current_binding, new_session_id, session, unbound
 from .config import CowConfig
-from .ddl import alter, truncate
+from .ddl import alter, refresh, truncate
 from .errors import (
     CommitError,
     ConfigurationError,
@@ -90,6 +90,7 @@ __all__ = [
     "enable_schema",
     "new_session_id",
     "operations",
+    "refresh",
     "session",
     "sessions",
     "status",

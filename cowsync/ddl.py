@@ -25,7 +25,9 @@ from .install import (
 from .names import parse_table_name
 
 
-def alter(conn: psycopg.Connection, table: str | tuple[str, str], actions: str) -> None:
+def alter(
+    conn: psycopg.Connection, table: str | tuple[str, str], actions: str | None = None
+) -> None:
     """Run ``ALTER TABLE <base> <actions>`` on an enabled table and rebuild its view.
 
     ``actions`` is the part after the table name, e.g. ``"ADD COLUMN note text"``
@@ -34,6 +36,9 @@ def alter(conn: psycopg.Connection, table: str | tuple[str, str], actions: str) 
     columns reach it too; session rows keep their data. A change that removes a
     column, or changes the row key, while sessions hold changes is refused with
     :class:`PendingChangesError`: commit or discard them first.
+
+    With ``actions=None`` nothing is altered: the view, change-store indexes and
+    trigger are rebuilt from the base as it is now (see :func:`refresh`).
 
     >>> cowsync.alter(conn, "items", "ADD COLUMN note text DEFAULT ''")  # doctest: +SKIP
     """
@@ -58,12 +63,13 @@ def alter(conn: psycopg.Connection, table: str | tuple[str, str], actions: str) 
         decorations = _read_decorations(conn, view_oid)
         before = _layout(conn, row)
         conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier(schema, view_name)))
-        conn.execute(
-            sql.SQL("ALTER TABLE {} {}").format(
-                sql.Identifier(schema, base_name),
-                sql.SQL(actions),  # developer-supplied DDL, like a migration
+        if actions is not None:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} {}").format(
+                    sql.Identifier(schema, base_name),
+                    sql.SQL(actions),  # developer-supplied DDL, like a migration
+                )
             )
-        )
         info = catalog.describe(conn, _oid(conn, schema, base_name))
         if not info.key_columns or info.key_constraint is None:
             raise NotEnabledError(f"after this change {label} would have no key; add one")
@@ -120,6 +126,12 @@ def alter(conn: psycopg.Connection, table: str | tuple[str, str], actions: str) 
                 sql.SQL("ALTER VIEW {} OWNER TO {}").format(layout.view, sql.Identifier(info.owner))
             )
         _refresh_triggers(conn, config)
+
+
+def refresh(conn: psycopg.Connection, table: str | tuple[str, str]) -> None:
+    """Rebuild an enabled table's view and trigger after a change made to its base
+    directly (e.g. ``CREATE UNIQUE INDEX … ON items_base``), so sessions honour it."""
+    alter(conn, table, None)
 
 
 def _oid(conn: psycopg.Connection, schema: str, name: str) -> int:
