@@ -25,6 +25,7 @@ from .errors import (
     PendingChangesError,
     UnsupportedTableError,
 )
+from .hardening import HardeningIssue, check_hardening, harden, unharden
 from .install import (
     ENGINE_VERSION,
     DeployResult,
@@ -66,6 +67,7 @@ __all__ = [
     "DisableSchemaResult",
     "DiscardResult",
     "EnableSchemaResult",
+    "HardeningIssue",
     "InvalidNameError",
     "NotDeployedError",
     "NotEnabledError",
@@ -78,6 +80,7 @@ __all__ = [
     "alter",
     "annotate",
     "bind",
+    "check_hardening",
     "commit",
     "current_binding",
     "dependencies",
@@ -88,6 +91,7 @@ __all__ = [
     "discard",
     "enable",
     "enable_schema",
+    "harden",
     "new_session_id",
     "operations",
     "refresh",
@@ -96,4 +100,5 @@ __all__ = [
     "status",
     "truncate",
     "unbound",
+    "unharden",
 ]

@@ -85,6 +85,14 @@ def installed_version(conn: psycopg.Connection) -> int | None:
     return None if version is None else version[0]
 
 
+def is_hardened(conn: psycopg.Connection) -> bool:
+    """Whether :func:`cowsync.harden` is in force in this database."""
+    row = conn.execute(
+        "SELECT value = 'on' FROM cowsync.settings WHERE name = 'hardened'"
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def stored_config(conn: psycopg.Connection) -> CowConfig:
     """The CowConfig the engine was deployed with."""
     if installed_version(conn) is None:
@@ -220,6 +228,7 @@ def _build_layout(
         uniques=tuple(constraints.unique_checks(conn, oid, key_constraint)),
         fks_out=tuple(constraints.foreign_keys_out(conn, oid)),
         fks_in=tuple(constraints.foreign_keys_in(conn, oid)),
+        hardened=is_hardened(conn),
     )
 
 

@@ -32,6 +32,7 @@ class TableLayout:
     uniques: tuple[UniqueCheck, ...] = ()
     fks_out: tuple[ForeignKeyOut, ...] = ()
     fks_in: tuple[ForeignKeyIn, ...] = ()
+    hardened: bool = False
 
     @property
     def view(self) -> sql.Identifier:
@@ -142,7 +143,11 @@ def view(layout: TableLayout, config: CowConfig) -> sql.Composed:
         b_columns=_ident_list(layout.column_names, "_cow_b"),
         base_regclass=_qualified_text(layout.schema, layout.base_name),
         changes_regclass=_qualified_text(layout.schema, layout.changes_name),
-        session_variable=sql.Literal(config.session_variable),
+        session_expr=(
+            sql.SQL("(SELECT cowsync.current_session({}))")
+            if layout.hardened
+            else sql.SQL("current_setting({}, true)")
+        ).format(sql.Literal(config.session_variable)),
         c_key_equals_b=_key_equals("_cow_c", "_cow_b", layout.key_columns),
     )
 
@@ -465,7 +470,24 @@ def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
     ]
     delete_checks = [_fk_in_restrict(layout, fk, fk.on_delete) for fk in layout.fks_in]
     delete_actions = [_fk_in_action(layout, fk, fk.on_delete, True) for fk in layout.fks_in]
+    fail_closed: sql.Composable = sql.SQL("")
+    if layout.hardened:
+        fail_closed = sql.SQL(
+            "IF cowsync.is_agent() THEN RAISE EXCEPTION "
+            "'cowsync: role % may only write % inside a session', session_user, {} "
+            "USING ERRCODE = 'insufficient_privilege', HINT = {}; END IF;"
+        ).format(
+            sql.Literal(f"{layout.schema}.{layout.view_name}"),
+            sql.Literal(f"Set {config.session_variable} first."),
+        )
     return sqlfiles.template("table_trigger.sql").format(
+        security=sql.SQL(
+            "SECURITY DEFINER SET search_path = pg_catalog, pg_temp" if layout.hardened else ""
+        ),
+        fail_closed=fail_closed,
+        register_write=sql.SQL(
+            "cowsync.register_write_checked" if layout.hardened else "cowsync.register_write"
+        ),
         insert_checks=_join(insert_checks),
         insert_after=_join(insert_after),
         update_checks=_join(update_checks),

@@ -1,6 +1,67 @@
 -- cowsync engine functions shared by every enabled table.
 -- Re-run on every deploy that changes the engine version (CREATE OR REPLACE).
 
+-- Whether cowsync.harden() is in force (a registry setting).
+CREATE OR REPLACE FUNCTION cowsync.is_hardened()
+RETURNS boolean
+LANGUAGE sql
+STABLE
+AS $fn$
+    SELECT coalesce((SELECT value = 'on' FROM cowsync.settings WHERE name = 'hardened'), false)
+$fn$;
+
+-- Whether the login role is an agent: a member of a role harden() registered as
+-- agent. Uses session_user, which the client cannot change with SET ROLE; a
+-- superuser is never an agent (it is a member of every role).
+CREATE OR REPLACE FUNCTION cowsync.is_agent()
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT NOT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = session_user), false)
+       AND EXISTS (
+           SELECT 1 FROM cowsync.roles r
+           WHERE r.kind = 'agent' AND pg_has_role(session_user, r.role_name, 'MEMBER')
+       )
+$fn$;
+
+-- The session a hardened view reads: the bound one, refused (42501) when an agent
+-- binds a session another role owns, or reads with none while harden() was asked
+-- for read_requires_session. Views call it once per query (an InitPlan).
+CREATE OR REPLACE FUNCTION cowsync.current_session(p_variable text)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    sid text := nullif(current_setting(p_variable, true), '');
+    owner text;
+BEGIN
+    IF NOT cowsync.is_agent() THEN
+        RETURN sid;
+    END IF;
+    IF sid IS NULL THEN
+        IF coalesce((SELECT value = 'on' FROM cowsync.settings
+                     WHERE name = 'read_requires_session'), false) THEN
+            RAISE EXCEPTION 'cowsync: role % must read inside a session', session_user
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = format('Set %s first.', p_variable);
+        END IF;
+        RETURN NULL;
+    END IF;
+    SELECT s.owner_role INTO owner FROM cowsync.sessions s WHERE s.session_id = sid;
+    IF FOUND AND owner IS DISTINCT FROM session_user::text THEN
+        RAISE EXCEPTION 'cowsync: session % belongs to another role', sid
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN sid;
+END
+$fn$;
+
 -- Records the session and operation of a write in the registry. Called by every
 -- session write; the transaction-local marker makes repeat calls in one
 -- transaction a single setting lookup. ON CONFLICT DO NOTHING holds no row lock,
@@ -15,16 +76,53 @@ BEGIN
     IF current_setting('cowsync.registered', true) = marker THEN
         RETURN;
     END IF;
-    IF length(p_session) > 200 OR length(p_operation) > 200 THEN
-        RAISE EXCEPTION 'cowsync: session and operation ids are limited to 200 characters'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    INSERT INTO cowsync.sessions (session_id) VALUES (p_session)
+    PERFORM cowsync.check_ids(p_session, p_operation);
+    INSERT INTO cowsync.sessions (session_id, owner_role) VALUES (p_session, session_user)
         ON CONFLICT (session_id) DO NOTHING;
     INSERT INTO cowsync.operations (session_id, operation_id, first_seq)
         VALUES (p_session, p_operation, nextval('cowsync.write_seq'))
         ON CONFLICT (session_id, operation_id) DO NOTHING;
     PERFORM set_config('cowsync.registered', marker, true);
+END
+$fn$;
+
+-- The hardened variant, which hardened triggers call: the marker above is a
+-- setting the client could forge, so ownership is checked on every write.
+CREATE OR REPLACE FUNCTION cowsync.register_write_checked(p_session text, p_operation text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    owner text;
+BEGIN
+    PERFORM cowsync.check_ids(p_session, p_operation);
+    INSERT INTO cowsync.sessions (session_id, owner_role) VALUES (p_session, session_user)
+        ON CONFLICT (session_id) DO NOTHING;
+    SELECT s.owner_role INTO owner FROM cowsync.sessions s WHERE s.session_id = p_session;
+    IF owner IS DISTINCT FROM session_user::text AND cowsync.is_agent() THEN
+        RAISE EXCEPTION 'cowsync: session % belongs to another role', p_session
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    INSERT INTO cowsync.operations (session_id, operation_id, first_seq)
+        VALUES (p_session, p_operation, nextval('cowsync.write_seq'))
+        ON CONFLICT (session_id, operation_id) DO NOTHING;
+END
+$fn$;
+
+-- Session and operation ids: bounded and printable (as cowsync.config checks in Python).
+CREATE OR REPLACE FUNCTION cowsync.check_ids(p_session text, p_operation text)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+AS $fn$
+BEGIN
+    IF length(p_session) > 200 OR length(p_operation) > 200
+       OR p_session !~ '^[A-Za-z0-9_.:@+=/-]+$' OR p_operation !~ '^[A-Za-z0-9_.:@+=/-]+$' THEN
+        RAISE EXCEPTION 'cowsync: invalid session or operation id'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Ids are 1 to 200 letters, digits and _.:@+=/- characters.';
+    END IF;
 END
 $fn$;
 

@@ -9,6 +9,7 @@
 CREATE OR REPLACE FUNCTION {function}()
 RETURNS trigger
 LANGUAGE plpgsql
+{security}
 AS $cow$
 #variable_conflict use_variable
 DECLARE
@@ -26,6 +27,7 @@ DECLARE
     _cow_v_seq      bigint;
 BEGIN
     IF _cow_v_sid IS NULL THEN
+        {fail_closed}
         -- Production: write the base. Rows are compared as text so an update or
         -- delete whose row changed concurrently is refused (40001) rather than
         -- silently overwriting the newer version, which a table would re-check.
@@ -78,7 +80,7 @@ BEGIN
     END IF;
     _cow_v_op := coalesce(nullif(current_setting({operation_variable}, true), ''),
                         {default_operation});
-    PERFORM cowsync.register_write(_cow_v_sid, _cow_v_op);
+    PERFORM {register_write}(_cow_v_sid, _cow_v_op);
 
     IF TG_OP = 'INSERT' THEN
         SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed,

@@ -15,7 +15,7 @@ WHERE (
         _cow_b.tableoid = {base_regclass}::regclass
         AND NOT EXISTS (
             SELECT 1 FROM ONLY {changes} AS _cow_c
-            WHERE _cow_c._cow_session = current_setting({session_variable}, true)
+            WHERE _cow_c._cow_session = {session_expr}
               AND {c_key_equals_b}
               AND _cow_c._cow_current
         )
@@ -25,7 +25,7 @@ WHERE (
         AND EXISTS (
             SELECT 1 FROM ONLY {changes} AS _cow_c
             WHERE _cow_c.ctid = _cow_b.ctid
-              AND _cow_c._cow_session = current_setting({session_variable}, true)
+              AND _cow_c._cow_session = {session_expr}
               AND _cow_c._cow_current
               AND NOT _cow_c._cow_deleted
         )

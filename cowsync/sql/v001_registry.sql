@@ -54,3 +54,19 @@ CREATE TABLE IF NOT EXISTS cowsync.operations (
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (session_id, operation_id)
 );
+
+-- Roles cowsync.harden() manages: agents write only through sessions, reviewers
+-- review and apply them.
+CREATE TABLE IF NOT EXISTS cowsync.roles (
+    role_name text PRIMARY KEY,
+    kind      text NOT NULL CHECK (kind IN ('agent', 'reviewer'))
+);
+
+-- Privileges harden() revoked or granted, so unharden() can give them back.
+CREATE TABLE IF NOT EXISTS cowsync.hardening_log (
+    id        serial PRIMARY KEY,
+    undo_sql  text NOT NULL
+);
+
+-- The role that first wrote a session owns it (checked when hardened).
+ALTER TABLE cowsync.sessions ADD COLUMN IF NOT EXISTS owner_role text;

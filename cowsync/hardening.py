@@ -1,0 +1,379 @@
+"""Hardening: an agent's database role cannot escape its session.
+
+:func:`harden` registers agent and reviewer roles and rebuilds every enabled
+table so that
+
+* triggers and engine functions run with their owner's rights
+  (``SECURITY DEFINER`` with a pinned ``search_path``), so an agent needs no
+  privilege on base tables, change stores or the ``cowsync`` schema;
+* an agent's write with no session is refused (42501): the check is role
+  membership of the login role (``session_user``), which ``SET`` cannot change;
+* the role that first writes a session owns it: another agent role can neither
+  write nor read it by setting its id (42501);
+* agents keep only what the views need; reviewers get the registry and bases.
+
+:func:`check_hardening` reports every privilege that would let an agent escape,
+with the statement that fixes it. :func:`unharden` gives back what harden took.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from .errors import ConfigurationError
+from .install import _install_table_objects, _layouts, _lock, _require_deployed
+from .registry import enabled_tables
+
+_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+_VIEW_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+
+@dataclass(frozen=True)
+class HardeningIssue:
+    """One way an agent role could escape its session, and the statement that fixes it."""
+
+    role: str
+    problem: str
+    fix: str
+
+
+def _role_exists(conn: psycopg.Connection, role: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+
+
+def _log_undo(conn: psycopg.Connection, statement: sql.Composable) -> None:
+    conn.execute(
+        "INSERT INTO cowsync.hardening_log (undo_sql) VALUES (%s)", (statement.as_string(conn),)
+    )
+
+
+def _revoke_table(conn: psycopg.Connection, relation: sql.Identifier, oid: int, role: str) -> None:
+    """Revoke every privilege ``role`` holds directly on a relation, remembering them."""
+    held = conn.execute(
+        """
+        SELECT a.privilege_type, a.is_grantable FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = %s AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)
+        """,
+        (oid, role),
+    ).fetchall()
+    for privilege, grantable in held:
+        _log_undo(
+            conn,
+            sql.SQL("GRANT {} ON {} TO {}{}").format(
+                sql.SQL(privilege),
+                relation,
+                sql.Identifier(role),
+                sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+            ),
+        )
+    if held:
+        conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(relation, sql.Identifier(role)))
+
+
+def _grant(conn: psycopg.Connection, grant: sql.Composed, undo: sql.Composed) -> None:
+    conn.execute(grant)
+    _log_undo(conn, undo)
+
+
+def _grant_on_relation(
+    conn: psycopg.Connection,
+    relation: sql.Composable,
+    role: str,
+    privileges: Iterable[str],
+    kind: str = "TABLE",
+) -> None:
+    """Grant what ``role`` does not hold directly yet; unharden revokes only those."""
+    held = {
+        r[0]
+        for r in conn.execute(
+            """
+            SELECT a.privilege_type FROM pg_class c, aclexplode(c.relacl) a
+            WHERE c.oid = %s AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)
+            """,
+            (_oid(conn, relation), role),
+        )
+    }
+    missing = [p for p in privileges if p not in held]
+    if missing:
+        listed = sql.SQL(", ").join(sql.SQL(p) for p in missing)  # fixed keywords
+        _grant(
+            conn,
+            sql.SQL("GRANT {} ON {} {} TO {}").format(
+                listed, sql.SQL(kind), relation, sql.Identifier(role)
+            ),
+            sql.SQL("REVOKE {} ON {} {} FROM {}").format(
+                listed, sql.SQL(kind), relation, sql.Identifier(role)
+            ),
+        )
+
+
+def harden(
+    conn: psycopg.Connection,
+    schema: str = "public",
+    agent_roles: Iterable[str] = (),
+    reviewer_roles: Iterable[str] = (),
+    read_requires_session: bool = False,
+) -> list[HardeningIssue]:
+    """Lock agent roles into sessions on the enabled tables of ``schema``.
+
+    Idempotent; undo with :func:`unharden`. Returns what :func:`check_hardening`
+    still finds (empty when nothing lets an agent escape).
+
+    >>> cowsync.harden(conn, agent_roles=["agent"], reviewer_roles=["reviewer"])  # doctest: +SKIP
+    []
+    """
+    agents = list(dict.fromkeys(agent_roles))
+    reviewers = list(dict.fromkeys(reviewer_roles))
+    for role in agents + reviewers:
+        if not _role_exists(conn, role):
+            raise ConfigurationError(f"role {role!r} does not exist; create it first")
+    if set(agents) & set(reviewers):
+        raise ConfigurationError(
+            f"roles {sorted(set(agents) & set(reviewers))} cannot be both agent and reviewer"
+        )
+    with conn.transaction():
+        config = _require_deployed(conn)
+        _lock(conn)
+        for role in agents:
+            conn.execute(
+                "INSERT INTO cowsync.roles VALUES (%s, 'agent') "
+                "ON CONFLICT (role_name) DO UPDATE SET kind = 'agent'",
+                (role,),
+            )
+        for role in reviewers:
+            conn.execute(
+                "INSERT INTO cowsync.roles VALUES (%s, 'reviewer') "
+                "ON CONFLICT (role_name) DO UPDATE SET kind = 'reviewer'",
+                (role,),
+            )
+        for name, value in (
+            ("hardened", "on"),
+            ("read_requires_session", "on" if read_requires_session else "off"),
+        ):
+            conn.execute(
+                "INSERT INTO cowsync.settings VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                (name, value),
+            )
+        # Engine functions: nobody but reviewers (and the owner) may call them;
+        # views call current_session() as the reader, so everyone may call that one.
+        conn.execute("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA cowsync FROM PUBLIC")
+        conn.execute("REVOKE ALL ON ALL TABLES IN SCHEMA cowsync FROM PUBLIC")
+        conn.execute("GRANT USAGE ON SCHEMA cowsync TO PUBLIC")
+        conn.execute("GRANT EXECUTE ON FUNCTION cowsync.current_session(text) TO PUBLIC")
+        conn.execute("GRANT EXECUTE ON FUNCTION cowsync.is_agent() TO PUBLIC")
+        for layout in _layouts(conn):
+            _install_table_objects(conn, layout, config, replace=True)
+        tables = [t for t in enabled_tables(conn) if t.schema == schema]
+        all_roles = [r[0] for r in conn.execute("SELECT role_name, kind FROM cowsync.roles")]
+        kinds: dict[str, str] = dict(
+            conn.execute("SELECT role_name, kind FROM cowsync.roles").fetchall()
+        )
+        for role in all_roles:
+            ident = sql.Identifier(role)
+            if kinds[role] == "agent":
+                for t in tables:
+                    for relation in (t.base, t.changes):
+                        oid = _oid(conn, relation)
+                        _revoke_table(conn, relation, oid, role)
+                    _grant_on_relation(conn, t.view, role, _VIEW_PRIVILEGES)
+                    for sequence in _sequences(conn, t.base):
+                        _grant_on_relation(conn, sql.SQL(sequence), role, ["USAGE"], "SEQUENCE")
+            else:
+                grants = [
+                    (
+                        "GRANT USAGE ON SCHEMA cowsync TO {}",
+                        "REVOKE USAGE ON SCHEMA cowsync FROM {}",
+                    ),
+                    (
+                        "GRANT ALL ON ALL TABLES IN SCHEMA cowsync TO {}",
+                        "REVOKE ALL ON ALL TABLES IN SCHEMA cowsync FROM {}",
+                    ),
+                    (
+                        "GRANT ALL ON ALL SEQUENCES IN SCHEMA cowsync TO {}",
+                        "REVOKE ALL ON ALL SEQUENCES IN SCHEMA cowsync FROM {}",
+                    ),
+                    (
+                        "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA cowsync TO {}",
+                        "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA cowsync FROM {}",
+                    ),
+                ]
+                for grant, undo in grants:
+                    _grant(conn, sql.SQL(grant).format(ident), sql.SQL(undo).format(ident))
+                for t in tables:
+                    for relation in (t.base, t.changes, t.view):
+                        _grant_on_relation(conn, relation, role, _TABLE_PRIVILEGES)
+    return check_hardening(conn)
+
+
+def unharden(conn: psycopg.Connection) -> None:
+    """Undo :func:`harden`: ordinary triggers and views, the privileges it took back."""
+    with conn.transaction():
+        config = _require_deployed(conn)
+        _lock(conn)
+        for (undo,) in conn.execute(
+            "SELECT undo_sql FROM cowsync.hardening_log ORDER BY id DESC"
+        ).fetchall():
+            conn.execute(undo)
+        conn.execute("DELETE FROM cowsync.hardening_log")
+        conn.execute("DELETE FROM cowsync.roles")
+        conn.execute(
+            "DELETE FROM cowsync.settings WHERE name IN ('hardened', 'read_requires_session')"
+        )
+        conn.execute("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA cowsync TO PUBLIC")
+        conn.execute("REVOKE USAGE ON SCHEMA cowsync FROM PUBLIC")
+        for layout in _layouts(conn):
+            _install_table_objects(conn, layout, config, replace=True)
+
+
+def _oid(conn: psycopg.Connection, relation: sql.Composable) -> int:
+    row = conn.execute("SELECT %s::regclass::oid::int", (relation.as_string(conn),)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _sequences(conn: psycopg.Connection, base: sql.Identifier) -> list[str]:
+    """Sequences the base's columns draw defaults from (the view's defaults use them)."""
+    rows = conn.execute(
+        """
+        SELECT DISTINCT d.refobjid::regclass::text
+        FROM pg_depend d JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
+        JOIN pg_attrdef ad ON ad.oid = d.objid AND d.classid = 'pg_attrdef'::regclass
+        WHERE ad.adrelid = %s::regclass
+        UNION
+        SELECT DISTINCT s.oid::regclass::text
+        FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+        WHERE d.refobjid = %s::regclass AND d.deptype IN ('a', 'i')
+        """,
+        (base.as_string(conn), base.as_string(conn)),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
+    """Every privilege that would let a registered agent role escape its session."""
+    _require_deployed(conn)
+    issues: list[HardeningIssue] = []
+    hardened = conn.execute(
+        "SELECT coalesce((SELECT value = 'on' FROM cowsync.settings WHERE name = 'hardened'), "
+        "false)"
+    ).fetchone()
+    agents = [
+        r[0] for r in conn.execute("SELECT role_name FROM cowsync.roles WHERE kind = 'agent'")
+    ]
+    if not hardened or not hardened[0]:
+        issues.append(
+            HardeningIssue(
+                "*",
+                "cowsync is not hardened: triggers run as the caller and writes with no "
+                "session reach the base",
+                "SELECT cowsync.harden(...) from Python: cowsync.harden(conn, agent_roles=[...])",
+            )
+        )
+    tables = enabled_tables(conn)
+    for role in agents:
+        ident = sql.Identifier(role).as_string(conn)
+        attrs = conn.execute(
+            "SELECT rolsuper, rolbypassrls, rolcreaterole FROM pg_roles WHERE rolname = %s",
+            (role,),
+        ).fetchone()
+        if attrs is None:
+            issues.append(HardeningIssue(role, "role no longer exists", "re-run cowsync.harden"))
+            continue
+        if attrs[0]:
+            issues.append(HardeningIssue(role, "is a superuser", f"ALTER ROLE {ident} NOSUPERUSER"))
+        if attrs[2]:
+            issues.append(
+                HardeningIssue(
+                    role,
+                    "can create roles (and grant itself others)",
+                    f"ALTER ROLE {ident} NOCREATEROLE",
+                )
+            )
+        for (reviewer,) in conn.execute(
+            "SELECT role_name FROM cowsync.roles WHERE kind = 'reviewer' "
+            "AND pg_has_role(%s, role_name, 'MEMBER')",
+            (role,),
+        ).fetchall():
+            issues.append(
+                HardeningIssue(
+                    role,
+                    f"is a member of reviewer role {reviewer}",
+                    f"REVOKE {sql.Identifier(reviewer).as_string(conn)} FROM {ident}",
+                )
+            )
+        for t in tables:
+            for relation in (t.base, t.changes):
+                name = relation.as_string(conn)
+                for privilege in _TABLE_PRIVILEGES:
+                    row = conn.execute(
+                        "SELECT has_table_privilege(%s, %s, %s)", (role, name, privilege)
+                    ).fetchone()
+                    if row and row[0]:
+                        issues.append(
+                            HardeningIssue(
+                                role,
+                                f"has {privilege} on {name}",
+                                f"REVOKE {privilege} ON {name} FROM {ident}",
+                            )
+                        )
+            for relation in (t.base, t.changes, t.view):
+                name = relation.as_string(conn)
+                owner = conn.execute(
+                    "SELECT pg_has_role(%s, c.relowner, 'MEMBER') FROM pg_class c "
+                    "WHERE c.oid = %s::regclass",
+                    (role, name),
+                ).fetchone()
+                if owner and owner[0]:
+                    issues.append(
+                        HardeningIssue(
+                            role,
+                            f"owns {name} (an owner can alter or drop it)",
+                            f"ALTER TABLE {name} OWNER TO <a role the agent is not a member of>",
+                        )
+                    )
+        for (table,) in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'cowsync' AND c.relkind = 'r' "
+            "AND (has_table_privilege(%s, c.oid, 'INSERT') OR has_table_privilege(%s, c.oid, "
+            "'UPDATE') OR has_table_privilege(%s, c.oid, 'DELETE') "
+            "OR has_table_privilege(%s, c.oid, 'SELECT'))",
+            (role, role, role, role),
+        ).fetchall():
+            issues.append(
+                HardeningIssue(
+                    role,
+                    f"can read or write the registry table cowsync.{table}",
+                    f"REVOKE ALL ON cowsync.{sql.Identifier(table).as_string(conn)} FROM {ident}",
+                )
+            )
+        schema_create = conn.execute(
+            "SELECT has_schema_privilege(%s, 'cowsync', 'CREATE')", (role,)
+        ).fetchone()
+        if schema_create and schema_create[0]:
+            issues.append(
+                HardeningIssue(
+                    role,
+                    "can create objects in the cowsync schema",
+                    f"REVOKE CREATE ON SCHEMA cowsync FROM {ident}",
+                )
+            )
+        for (function,) in conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'cowsync' "
+            "AND p.proname NOT IN ('current_session', 'is_agent') "
+            "AND has_function_privilege(%s, p.oid, 'EXECUTE')",
+            (role,),
+        ).fetchall():
+            issues.append(
+                HardeningIssue(
+                    role,
+                    f"can execute engine function {function}",
+                    f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC, {ident}",
+                )
+            )
+    return issues
