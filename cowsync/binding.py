@@ -60,9 +60,6 @@ def new_session_id() -> str:
     return str(uuid.uuid4())
 
 
-_UNBOUND: dict[str, str] = {}
-
-
 def read_settings(conn: psycopg.Connection, config: CowConfig = DEFAULT_CONFIG) -> dict[str, str]:
     """The current values of the COW variables on ``conn`` ('' when unset)."""
     names = config.variables
@@ -125,27 +122,6 @@ def apply_binding(
     conn.execute(query, params)
 
 
-def _apply_outside_transaction(
-    conn: psycopg.Connection, values: dict[str, str] | Binding, config: CowConfig
-) -> None:
-    status = conn.info.transaction_status
-    if status == pq.TransactionStatus.INERROR:
-        conn.rollback()
-        status = conn.info.transaction_status
-    if status != pq.TransactionStatus.IDLE:
-        raise ConfigurationError(
-            "cowsync.session() needs a connection with no transaction open: a setting made "
-            "inside a transaction would be undone by a rollback and later writes would reach "
-            "production. Commit or roll back first, or enter cowsync.session() before "
-            "conn.transaction()"
-        )
-    with conn.transaction():
-        if isinstance(values, Binding):
-            apply_binding(conn, values, config)
-        else:
-            apply_settings(conn, values)
-
-
 @contextlib.contextmanager
 def session(
     conn: psycopg.Connection,
@@ -161,32 +137,46 @@ def session(
     block raises. With ``visible_operations`` the connection reads the session as
     if only those operations had happened (a preview) and refuses writes.
 
-    Enter it with no transaction open on ``conn`` (the setting is
-    committed on its own, so a rollback inside the block cannot silently unbind
-    the connection).
+    Enter it with no transaction open on ``conn``: the binding is committed on
+    its own, so a rollback inside the block cannot silently unbind the
+    connection. End the block's transactions inside it: if one is still open
+    when the block ends, the unbinding happens inside that transaction, and
+    rolling it back afterwards brings the binding back (writes then go to the
+    session, never to production).
 
     >>> with cowsync.session(conn, "agent-run-42", "tool-call-1"):  # doctest: +SKIP
     ...     conn.execute("UPDATE items SET qty = 0 WHERE id = 1")
     """
     binding = make_binding(session_id, operation_id, visible_operations)
-    previous = read_settings(conn, config) if not _in_error(conn) else None
-    _apply_outside_transaction(conn, binding, config)
+    _require_idle(conn)
+    with conn.transaction():
+        previous = read_settings(conn, config)
+        apply_binding(conn, binding, config)
     try:
         yield conn
     finally:
-        if not conn.closed:
-            restore = previous or dict.fromkeys(config.variables, "")
+        if not conn.closed and not conn.broken:
             if conn.info.transaction_status == pq.TransactionStatus.INERROR:
                 conn.rollback()
             if conn.info.transaction_status == pq.TransactionStatus.IDLE:
-                _apply_outside_transaction(conn, restore, config)
+                with conn.transaction():
+                    apply_settings(conn, previous)
             else:
-                # A transaction is still open: reset inside it so the binding ends now.
-                apply_settings(conn, restore)
+                # A transaction is still open (e.g. ``with psycopg.connect() as conn``
+                # commits after this block): unbind inside it, so the rest of the
+                # transaction and everything after its commit run unbound.
+                apply_settings(conn, previous)
 
 
-def _in_error(conn: psycopg.Connection) -> bool:
-    return conn.info.transaction_status == pq.TransactionStatus.INERROR
+def _require_idle(conn: psycopg.Connection) -> None:
+    status = conn.info.transaction_status
+    if status != pq.TransactionStatus.IDLE:
+        raise ConfigurationError(
+            "cowsync.session() needs a connection with no transaction open: a setting made "
+            "inside a transaction would be undone by a rollback and later writes would reach "
+            "production. Commit or roll back first, or enter cowsync.session() before "
+            "conn.transaction()"
+        )
 
 
 _current: contextvars.ContextVar[Binding | None] = contextvars.ContextVar(

@@ -429,6 +429,7 @@ class _Decorations:
 
     grants: list[tuple[str | None, str, bool]]
     comments: list[tuple[str | None, str]]
+    column_grants: list[tuple[str, str | None, str, bool]]
 
 
 def _read_decorations(conn: psycopg.Connection, oid: int) -> _Decorations:
@@ -450,7 +451,21 @@ def _read_decorations(conn: psycopg.Connection, oid: int) -> _Decorations:
         """,
         {"oid": oid},
     ).fetchall()
-    return _Decorations(grants, [(c, text) for c, text in comments if text is not None])
+    column_grants = conn.execute(
+        """
+        SELECT a.attname::text,
+               CASE WHEN g.grantee = 0 THEN NULL ELSE pg_get_userbyid(g.grantee) END,
+               g.privilege_type, g.is_grantable
+        FROM pg_attribute a, aclexplode(a.attacl) g
+        WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
+        """,
+        (oid,),
+    ).fetchall()
+    return _Decorations(
+        grants,
+        [(c, text) for c, text in comments if text is not None],
+        [tuple(g) for g in column_grants],
+    )
 
 
 def _apply_decorations(
@@ -466,6 +481,18 @@ def _apply_decorations(
             )
         )
     columns = set(layout.column_names)
+    for granted_column, grantee, privilege, grantable in decorations.column_grants:
+        if granted_column not in columns:
+            continue
+        conn.execute(
+            sql.SQL("GRANT {} ({}) ON {} TO {}{}").format(
+                sql.SQL(privilege),  # from aclexplode: a fixed set of keywords
+                sql.Identifier(granted_column),
+                layout.view,
+                sql.SQL("PUBLIC") if grantee is None else sql.Identifier(grantee),
+                sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+            )
+        )
     for column, text in decorations.comments:
         if column is not None and column not in columns:
             continue
@@ -519,14 +546,17 @@ def enable_schema(
             for r in conn.execute(
                 """
                 SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname
+                WHERE n.nspname = %s AND (c.relkind IN ('r', 'p')
+                      OR (c.relkind = 'v' AND c.relname IN
+                          (SELECT table_name FROM cowsync.tables WHERE schema_name = %s)))
+                ORDER BY c.relname
                 """,
-                (schema,),
+                (schema, schema),
             )
         ]
         for relname in tables:
             if relname in ours:
-                continue
+                continue  # our own base and change store
             label = f"{schema}.{relname}"
             if relname in excluded:
                 result.skipped[label] = "excluded"

@@ -202,7 +202,6 @@ def _raise_duplicate(layout: TableLayout, row: str) -> sql.Composed:
         sql.SQL("{}::text").format(sql.Identifier(row, k)) for k in layout.key_columns
     )
     return sql.SQL(
-        "IF TG_OP = 'INSERT' AND cowsync.statement_ignores_conflicts() THEN RETURN NULL; END IF; "
         "RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
         "MESSAGE = format('duplicate key value violates unique constraint \"%s\"', {constraint}), "
         "DETAIL = format('Key (%s)=(%s) already exists.', {key_names}, "
@@ -243,8 +242,13 @@ def _raise(
     )
 
 
-def _unique_check(layout: TableLayout, check: UniqueCheck, exclude_old: bool) -> sql.Composed:
-    """Refuse NEW when a row the session sees already holds its unique values."""
+def _unique_check(layout: TableLayout, check: UniqueCheck, skip: bool) -> sql.Composed:
+    """Refuse NEW when another row the session sees holds its unique values.
+
+    Run after NEW was written (``skip=False``: the row itself is excluded by its
+    key) it raises 23505; run before (``skip=True``, for ON CONFLICT DO NOTHING)
+    it skips the row instead.
+    """
     n = len(check.expressions)
     fields = [sql.Identifier("_cow_v_row", f"u{i}") for i in range(n)]
     compare = "IS NOT DISTINCT FROM" if check.nulls_not_distinct else "="
@@ -269,9 +273,9 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, exclude_old: bool) ->
         sql.SQL(" AND ({})").format(sql.SQL(check.predicate)) if check.predicate else sql.SQL("")
     )
     exclude: sql.Composable = sql.SQL("")
-    if exclude_old:
+    if not skip:
         exclude = sql.SQL(" AND ROW({}) IS DISTINCT FROM ROW({})").format(
-            _ident_list(layout.key_columns, "_cow_u"), _ident_list(layout.key_columns, "old")
+            _ident_list(layout.key_columns, "_cow_u"), _ident_list(layout.key_columns, "new")
         )
     values = sql.SQL("concat_ws(', ', {})").format(
         sql.SQL(", ").join(sql.SQL("{}::text").format(f) for f in fields)
@@ -300,12 +304,7 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, exclude_old: bool) ->
         "SELECT {select_list} INTO _cow_v_row FROM (SELECT new.*) AS _cow_n{predicate};\n"
         "IF FOUND{not_null} THEN\n"
         "    PERFORM 1 FROM {view} AS _cow_u WHERE {matches}{also_predicate}{exclude};\n"
-        "    IF FOUND THEN\n"
-        "        IF TG_OP = 'INSERT' AND cowsync.statement_ignores_conflicts() THEN\n"
-        "            RETURN NULL;\n"
-        "        END IF;\n"
-        "        {error}\n"
-        "    END IF;\n"
+        "    IF FOUND THEN {error} END IF;\n"
         "END IF;"
     ).format(
         select_list=select_list,
@@ -315,7 +314,7 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, exclude_old: bool) ->
         matches=matches,
         also_predicate=also_predicate,
         exclude=exclude,
-        error=error,
+        error=sql.SQL("RETURN NULL;") if skip else error,
     )
 
 
@@ -435,6 +434,62 @@ def _fk_in_action(
     )
 
 
+def _identity_check(column: Column, operation: str) -> sql.Composed:
+    """Refuse an explicit value for a GENERATED ALWAYS identity column, as the table does.
+
+    The view's default draws the column's next value, so a value that is not the
+    sequence's ``currval`` in this session was given explicitly (``SET id = DEFAULT``
+    and omitted columns pass). An INSERT that says OVERRIDING SYSTEM VALUE passes too.
+    """
+    if operation == "UPDATE":
+        # Through a view even SET col = DEFAULT arrives as a value, and the base
+        # would draw another one: every change of the column is refused.
+        return sql.SQL(
+            "IF TG_OP = 'UPDATE' AND {} IS DISTINCT FROM {} THEN RAISE EXCEPTION {} "
+            "USING ERRCODE = 'generated_always', DETAIL = {}; END IF;"
+        ).format(
+            sql.Identifier("new", column.name),
+            sql.Identifier("old", column.name),
+            sql.Literal(f'column "{column.name}" can only be updated to DEFAULT'),
+            sql.Literal(
+                f'Column "{column.name}" is an identity column defined as GENERATED ALWAYS; '
+                "cowsync cannot change it through the view, not even to DEFAULT."
+            ),
+        )
+    message = f'cannot insert a non-DEFAULT value into column "{column.name}"'
+    changed = sql.SQL("{} IS NOT NULL").format(sql.Identifier("new", column.name))
+    allowed = sql.SQL("current_query() ~* 'overriding\\s+system\\s+value'")
+    error = sql.SQL(
+        "RAISE EXCEPTION {} USING ERRCODE = 'generated_always', DETAIL = {}, HINT = {};"
+    ).format(
+        sql.Literal(message),
+        sql.Literal(f'Column "{column.name}" is an identity column defined as GENERATED ALWAYS.'),
+        sql.Literal("Use OVERRIDING SYSTEM VALUE to override."),
+    )
+    return sql.SQL(
+        "IF TG_OP = {op} AND {changed} AND NOT {allowed} THEN\n"
+        "    BEGIN\n"
+        "        IF {new} IS DISTINCT FROM currval({seq}::regclass) THEN {error} END IF;\n"
+        "    EXCEPTION WHEN object_not_in_prerequisite_state THEN {error}\n"
+        "    END;\n"
+        "END IF;"
+    ).format(
+        op=sql.Literal(operation),
+        changed=changed,
+        allowed=allowed,
+        new=sql.Identifier("new", column.name),
+        seq=sql.Literal(column.serial_sequence),
+        error=error,
+    )
+
+
+def _lock_key(layout: TableLayout, row: str) -> sql.Composed:
+    """An advisory-lock key for (table, session, key of ``row``)."""
+    return sql.SQL("hashtextextended({} || chr(31) || _cow_v_sid || chr(31) || {}, 0)").format(
+        sql.Literal(f"{layout.schema}.{layout.view_name}"), _values_text(row, layout.key_columns)
+    )
+
+
 def _join(parts: list[sql.Composed]) -> sql.Composable:
     kept = [p for p in parts if p._obj]
     return sql.SQL("\n").join(kept) if kept else sql.SQL("")
@@ -458,9 +513,11 @@ def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
     key_changed = sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
         _ident_list(keys, "new"), _ident_list(keys, "old")
     )
-    insert_checks = [_unique_check(layout, u, False) for u in layout.uniques]
-    insert_after = [_fk_out_check(layout, fk, False) for fk in layout.fks_out]
-    update_checks = [_unique_check(layout, u, True) for u in layout.uniques] + [
+    insert_skip = [_unique_check(layout, u, True) for u in layout.uniques]
+    insert_checks = [_unique_check(layout, u, False) for u in layout.uniques] + [
+        _fk_out_check(layout, fk, False) for fk in layout.fks_out
+    ]
+    update_checks = [_unique_check(layout, u, False) for u in layout.uniques] + [
         _guarded(_key_columns_changed(fk), _fk_in_restrict(layout, fk, fk.on_update))
         for fk in layout.fks_in
     ]
@@ -470,6 +527,19 @@ def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
     ]
     delete_checks = [_fk_in_restrict(layout, fk, fk.on_delete) for fk in layout.fks_in]
     delete_actions = [_fk_in_action(layout, fk, fk.on_delete, True) for fk in layout.fks_in]
+    identity = [c.name for c in layout.columns if c.identity == "a"]
+    updatable = [c for c in layout.column_names if c not in identity] or list(keys[:1])
+    identity_check = sql.SQL("\n").join(
+        _identity_check(c, "UPDATE") for c in layout.columns if c.identity == "a"
+    )
+    identity_insert_check = sql.SQL("\n").join(
+        _identity_check(c, "INSERT") for c in layout.columns if c.identity == "a"
+    )
+    skip_block: sql.Composable = sql.SQL("")
+    if insert_skip:
+        skip_block = sql.SQL("IF cowsync.statement_ignores_conflicts({}) THEN\n{}\nEND IF;").format(
+            sql.Literal(layout.view_name), _join(insert_skip)
+        )
     fail_closed: sql.Composable = sql.SQL("")
     if layout.hardened:
         fail_closed = sql.SQL(
@@ -481,15 +551,20 @@ def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
             sql.Literal(f"Set {config.session_variable} first."),
         )
     return sqlfiles.template("table_trigger.sql").format(
-        security=sql.SQL(
-            "SECURITY DEFINER SET search_path = pg_catalog, pg_temp" if layout.hardened else ""
-        ),
         fail_closed=fail_closed,
         register_write=sql.SQL(
             "cowsync.register_write_checked" if layout.hardened else "cowsync.register_write"
         ),
         insert_checks=_join(insert_checks),
-        insert_after=_join(insert_after),
+        insert_skip_checks=skip_block,
+        view_name=sql.Literal(layout.view_name),
+        identity_update_check=identity_check,
+        identity_insert_check=identity_insert_check,
+        update_columns=_ident_list(updatable),
+        update_values=_ident_list(updatable, "new"),
+        c_columns=_ident_list(layout.column_names, "_cow_c"),
+        lock_new=_lock_key(layout, "new"),
+        lock_old=_lock_key(layout, "old"),
         update_checks=_join(update_checks),
         update_after=_join(update_after),
         delete_checks=_join(delete_checks),

@@ -208,12 +208,46 @@ $fn$;
 
 -- PostgreSQL runs INSERT ... ON CONFLICT DO NOTHING (with no conflict target) on a
 -- view with INSTEAD OF triggers as a plain INSERT: the trigger cannot see the
--- clause. The client's statement text can: when it carries the clause, the
--- trigger skips a conflicting row instead of raising, as the table would.
-CREATE OR REPLACE FUNCTION cowsync.statement_ignores_conflicts()
+-- clause. Two ways to tell it: explicitly, with the transaction-local setting
+-- cowsync.ignore_conflicts = 'on' (what integrations use), or from the client's
+-- statement text when it is exactly one INSERT INTO this view ending in ON
+-- CONFLICT DO NOTHING [RETURNING ...], once comments and literals are removed.
+-- Anything less certain answers false: the conflict then raises 23505, which
+-- loses nothing, where a wrong true would silently drop a row.
+CREATE OR REPLACE FUNCTION cowsync.statement_ignores_conflicts(p_view text)
 RETURNS boolean
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 AS $fn$
-    SELECT coalesce(current_query() ~* '\mon\s+conflict\s+do\s+nothing\M', false)
+DECLARE
+    q text := current_query();
+    target text;
+BEGIN
+    IF current_setting('cowsync.ignore_conflicts', true) = 'on' THEN
+        RETURN true;
+    END IF;
+    IF q IS NULL OR q !~* 'on\s+conflict\s+do\s+nothing' THEN
+        RETURN false;
+    END IF;
+    q := regexp_replace(q, '''([^'']|'''')*''', '''''', 'g');
+    q := regexp_replace(q, '\$([A-Za-z_]*)\$.*?\$\1\$', '''''', 'g');
+    q := regexp_replace(q, '--[^\n]*', ' ', 'g');
+    q := regexp_replace(q, '/\*.*?\*/', ' ', 'g');
+    q := btrim(q, E' \t\r\n;');
+    IF position(';' IN q) > 0
+       OR q !~* '^insert\s+into\s.*\son\s+conflict\s+do\s+nothing(\s+returning\s.*)?$' THEN
+        RETURN false;
+    END IF;
+    target := (regexp_match(q, '^insert\s+into\s+((?:"(?:[^"]|"")+"|[^\s(".]+)(?:\s*\.\s*(?:"(?:[^"]|"")+"|[^\s(".]+))*)', 'i'))[1];
+    IF target IS NULL THEN
+        RETURN false;
+    END IF;
+    target := (regexp_match(target, '((?:"(?:[^"]|"")+"|[^\s(".]+))$'))[1];
+    IF left(target, 1) = '"' THEN
+        target := replace(substr(target, 2, length(target) - 2), '""', '"');
+    ELSE
+        target := lower(target);
+    END IF;
+    RETURN target = p_view;
+END
 $fn$;

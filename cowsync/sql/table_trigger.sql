@@ -3,13 +3,18 @@
 -- With no session set it writes the base, so production behaves like the
 -- original table (defaults come from the view, errors from the base). In a
 -- session it writes the change store only, tagged with session and operation,
--- after judging keys, unique indexes and foreign keys against what the session
--- sees. Variables are prefixed _cow_v_ (no user column may start with _cow_, and
--- no change-store column with _cow_v_) so they never shadow a column.
+-- judging keys, unique indexes and foreign keys against what the session sees.
+--
+-- It runs with its owner's rights (SECURITY DEFINER, pinned search_path), as an
+-- updatable view would: a role granted the view needs no privilege on the base,
+-- the change store or the registry. Variables are prefixed _cow_v_ (no user
+-- column may start with _cow_) and #variable_conflict makes any clash resolve to
+-- the variable, so a column named like one can never change a query's meaning.
 CREATE OR REPLACE FUNCTION {function}()
 RETURNS trigger
 LANGUAGE plpgsql
-{security}
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $cow$
 #variable_conflict use_variable
 DECLARE
@@ -23,16 +28,19 @@ DECLARE
     _cow_v_has_cur2 boolean := false;
     _cow_v_existed2 boolean := false;
     _cow_v_before2  jsonb;
+    _cow_v_dup      boolean := false;
     _cow_v_row      record;
     _cow_v_seq      bigint;
 BEGIN
+    {identity_insert_check}
+    {identity_update_check}
     IF _cow_v_sid IS NULL THEN
         {fail_closed}
         -- Production: write the base. Rows are compared as text so an update or
         -- delete whose row changed concurrently is refused (40001) rather than
         -- silently overwriting the newer version, which a table would re-check.
         IF TG_OP = 'INSERT' THEN
-            IF cowsync.statement_ignores_conflicts() THEN
+            IF cowsync.statement_ignores_conflicts({view_name}) THEN
                 INSERT INTO {base} ({columns}) {overriding}
                     VALUES ({new_values})
                     ON CONFLICT DO NOTHING
@@ -47,7 +55,7 @@ BEGIN
                 RETURNING * INTO NEW;
             RETURN NEW;
         ELSIF TG_OP = 'UPDATE' THEN
-            UPDATE ONLY {base} AS _cow_b SET ({columns}) = ROW({new_values})
+            UPDATE ONLY {base} AS _cow_b SET ({update_columns}) = ROW({update_values})
                 WHERE {b_key_equals_old} AND _cow_b::text = OLD::text
                 RETURNING _cow_b.* INTO NEW;
             IF FOUND THEN
@@ -79,42 +87,57 @@ BEGIN
                   HINT = format('Unset %s to write to the session.', {visible_variable});
     END IF;
     _cow_v_op := coalesce(nullif(current_setting({operation_variable}, true), ''),
-                        {default_operation});
+                          {default_operation});
     PERFORM {register_write}(_cow_v_sid, _cow_v_op);
 
+    -- Writers of one key in one session take turns (a transaction-scoped lock),
+    -- and each re-reads the key's current row after its turn comes.
     IF TG_OP = 'INSERT' THEN
+        PERFORM pg_advisory_xact_lock({lock_new});
         SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed,
                _cow_c._cow_before INTO _cow_v_cur
             FROM ONLY {changes} AS _cow_c
             WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_new} AND _cow_c._cow_current;
         _cow_v_has_cur := FOUND;
         IF _cow_v_has_cur THEN
-            IF NOT _cow_v_cur._cow_deleted THEN
-                {raise_duplicate_new}
-            END IF;
+            _cow_v_dup := NOT _cow_v_cur._cow_deleted;
             _cow_v_existed := _cow_v_cur._cow_existed;
             _cow_v_before := _cow_v_cur._cow_before;
         ELSE
             PERFORM 1 FROM ONLY {base} AS _cow_b WHERE {b_key_equals_new};
-            IF FOUND THEN
-                {raise_duplicate_new}
-            END IF;
+            _cow_v_dup := FOUND;
             _cow_v_existed := false;
             _cow_v_before := NULL;
         END IF;
-        {insert_checks}
+        IF _cow_v_dup AND cowsync.statement_ignores_conflicts({view_name}) THEN
+            RETURN NULL;
+        END IF;
+        {insert_skip_checks}
+        -- Written first, so NOT NULL and CHECK errors win over key errors, as in a table.
         {put_new_live}
-        {insert_after}
+        IF _cow_v_dup THEN
+            {raise_duplicate_new}
+        END IF;
+        {insert_checks}
         RETURN NEW;
     END IF;
 
-    -- UPDATE and DELETE: OLD is the row the session sees.
+    -- UPDATE and DELETE: OLD is the row the session saw when the statement began.
+    PERFORM pg_advisory_xact_lock({lock_old});
     SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed,
-           _cow_c._cow_before INTO _cow_v_cur
+           _cow_c._cow_before, ROW({c_columns})::text AS row_text INTO _cow_v_cur
         FROM ONLY {changes} AS _cow_c
         WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_old} AND _cow_c._cow_current;
     _cow_v_has_cur := FOUND;
     IF _cow_v_has_cur THEN
+        IF _cow_v_cur._cow_deleted OR _cow_v_cur.row_text IS DISTINCT FROM OLD::text THEN
+            -- Another transaction of this session changed the row meanwhile.
+            RAISE EXCEPTION 'could not serialize access due to concurrent update'
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = format('cowsync: a row of %s changed in session %s after this '
+                                      'statement read it.', {table_label}, _cow_v_sid),
+                      HINT = 'Retry the transaction.';
+        END IF;
         _cow_v_existed := _cow_v_cur._cow_existed;
         _cow_v_before := _cow_v_cur._cow_before;
     ELSE
@@ -130,34 +153,35 @@ BEGIN
         RETURN OLD;
     END IF;
 
-    {update_checks}
     IF NOT ({key_changed}) THEN
         {put_new_live}
+        {update_checks}
         {update_after}
         RETURN NEW;
     END IF;
 
     -- The key changed: the old key is deleted and the new one inserted, both in
     -- the session only. The new key must be free in what the session sees.
+    PERFORM pg_advisory_xact_lock({lock_new});
     SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed,
            _cow_c._cow_before INTO _cow_v_cur2
         FROM ONLY {changes} AS _cow_c
         WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_new} AND _cow_c._cow_current;
     _cow_v_has_cur2 := FOUND;
     IF _cow_v_has_cur2 THEN
-        IF NOT _cow_v_cur2._cow_deleted THEN
-            {raise_duplicate_new}
-        END IF;
+        _cow_v_dup := NOT _cow_v_cur2._cow_deleted;
         _cow_v_existed2 := _cow_v_cur2._cow_existed;
         _cow_v_before2 := _cow_v_cur2._cow_before;
     ELSE
         PERFORM 1 FROM ONLY {base} AS _cow_b WHERE {b_key_equals_new};
-        IF FOUND THEN
-            {raise_duplicate_new}
-        END IF;
+        _cow_v_dup := FOUND;
     END IF;
     {put_old_dead}
     {put_new_live_at_new_key}
+    IF _cow_v_dup THEN
+        {raise_duplicate_new}
+    END IF;
+    {update_checks}
     {update_after}
     RETURN NEW;
 END

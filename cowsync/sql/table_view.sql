@@ -8,25 +8,29 @@
 -- predicates reach both relations' indexes. A base row is shown unless this
 -- session holds a current change for its key; a change-store row is shown only
 -- when it is this session's live current row.
+-- The probes are scalar subqueries (each returns at most one row: the current
+-- row per session and key is unique) rather than EXISTS, which the planner may
+-- turn into a hashed subplan that reads every row of the session per query; a
+-- scalar subquery stays a per-row index probe in every plan, generic or custom.
 CREATE VIEW {view} AS
 SELECT {b_columns}
 FROM {base} AS _cow_b
 WHERE (
         _cow_b.tableoid = {base_regclass}::regclass
-        AND NOT EXISTS (
+        AND (
             SELECT 1 FROM ONLY {changes} AS _cow_c
             WHERE _cow_c._cow_session = {session_expr}
               AND {c_key_equals_b}
               AND _cow_c._cow_current
-        )
+        ) IS NULL
     )
     OR (
         _cow_b.tableoid = {changes_regclass}::regclass
-        AND EXISTS (
+        AND (
             SELECT 1 FROM ONLY {changes} AS _cow_c
             WHERE _cow_c.ctid = _cow_b.ctid
               AND _cow_c._cow_session = {session_expr}
               AND _cow_c._cow_current
               AND NOT _cow_c._cow_deleted
-        )
+        ) IS NOT NULL
     )

@@ -1,0 +1,1 @@
+"""Tests of the engine: deploy, enable/disable, the view and its trigger, sessions."""
