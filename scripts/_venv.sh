@@ -9,7 +9,7 @@
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${COWSYNC_VENV:-$REPO_ROOT/.venv}"
 _COWSYNC_STAMP="$VENV/.cowsync-install-stamp"
-_COWSYNC_EXTRAS="dev,django,flask,demo"
+_COWSYNC_EXTRAS="dev,django,flask,sqlalchemy,demo"
 
 _cowsync_log() { printf '%s\n' "[venv] $*" >&2; }
 

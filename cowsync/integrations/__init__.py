@@ -1,0 +1,1 @@
+"""Framework integrations: Django (cowsync.integrations.django) and Flask (cowsync.integrations.flask)."""
