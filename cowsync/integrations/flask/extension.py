@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
-from psycopg import pq
-
 from flask import Flask, Response, current_app, g, request
+from psycopg import pq
 
 from ...binding import Binding, bind, current_binding, unbound
 from ...cli.context import normalise_dsn
