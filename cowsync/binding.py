@@ -64,8 +64,8 @@ def read_settings(conn: psycopg.Connection, config: CowConfig = DEFAULT_CONFIG) 
     """The current values of the COW variables on ``conn`` ('' when unset)."""
     names = config.variables
     row = conn.execute(
-        "SELECT coalesce(current_setting(%s, true), ''), coalesce(current_setting(%s, true), ''), "
-        "coalesce(current_setting(%s, true), '')",
+        "SELECT coalesce(pg_catalog.current_setting(%s, true), ''), coalesce(pg_catalog.current_setting(%s, true), ''), "
+        "coalesce(pg_catalog.current_setting(%s, true), '')",
         names,
     ).fetchone()
     assert row is not None
@@ -90,10 +90,10 @@ def binding_statement(
     params: list[object] = []
     for name, value in values.items():
         if name == config.session_variable and session_expr != "%s":
-            parts.append(f"set_config(%s, {session_expr}, %s)")
+            parts.append(f"pg_catalog.set_config(%s, {session_expr}, %s)")
             params.extend((name, value, values[config.visible_operations_variable], local))
         else:
-            parts.append("set_config(%s, %s, %s)")
+            parts.append("pg_catalog.set_config(%s, %s, %s)")
             params.extend((name, value, local))
     return "SELECT " + ", ".join(parts), params
 
@@ -103,7 +103,7 @@ def apply_settings(
 ) -> None:
     """Set the COW variables to raw values in one round trip (``local``: this transaction)."""
     items = list(values.items())
-    query = "SELECT " + ", ".join("set_config(%s, %s, %s)" for _ in items)
+    query = "SELECT " + ", ".join("pg_catalog.set_config(%s, %s, %s)" for _ in items)
     params: list[object] = []
     for name, value in items:
         params.extend((name, value, local))

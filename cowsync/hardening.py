@@ -26,7 +26,7 @@ from psycopg import sql
 
 from .errors import ConfigurationError
 from .install import _install_table_objects, _layouts, _lock, _require_deployed
-from .registry import enabled_tables
+from .registry import EnabledTable, enabled_tables
 
 _TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 _VIEW_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -51,27 +51,41 @@ def _log_undo(conn: psycopg.Connection, statement: sql.Composable) -> None:
     )
 
 
-def _revoke_table(conn: psycopg.Connection, relation: sql.Identifier, oid: int, role: str) -> None:
-    """Revoke every privilege ``role`` holds directly on a relation, remembering them."""
+def _revoke_table(
+    conn: psycopg.Connection,
+    relation: sql.Composable,
+    oid: int,
+    role: str,
+    keep: tuple[str, ...] = (),
+) -> None:
+    """Revoke what ``role`` holds directly on a relation (but ``keep``), remembering it."""
     held = conn.execute(
         """
-        SELECT a.privilege_type, a.is_grantable FROM pg_class c, aclexplode(c.relacl) a
+        SELECT a.privilege_type, a.is_grantable, c.relkind = 'S'
+        FROM pg_class c, aclexplode(c.relacl) a
         WHERE c.oid = %s AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)
         """,
         (oid, role),
     ).fetchall()
-    for privilege, grantable in held:
+    for privilege, grantable, is_sequence in held:
+        if privilege in keep:
+            continue
+        kind = sql.SQL("SEQUENCE" if is_sequence else "TABLE")
         _log_undo(
             conn,
-            sql.SQL("GRANT {} ON {} TO {}{}").format(
+            sql.SQL("GRANT {} ON {} {} TO {}{}").format(
                 sql.SQL(privilege),
+                kind,
                 relation,
                 sql.Identifier(role),
                 sql.SQL(" WITH GRANT OPTION" if grantable else ""),
             ),
         )
-    if held:
-        conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(relation, sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("REVOKE {} ON {} {} FROM {}").format(
+                sql.SQL(privilege), kind, relation, sql.Identifier(role)
+            )
+        )
 
 
 def _grant(conn: psycopg.Connection, grant: sql.Composed, undo: sql.Composed) -> None:
@@ -180,9 +194,12 @@ def harden(
                     for relation in (t.base, t.changes):
                         oid = _oid(conn, relation)
                         _revoke_table(conn, relation, oid, role)
+                    _revoke_table(conn, t.view, _oid(conn, t.view), role, keep=_VIEW_PRIVILEGES)
                     _grant_on_relation(conn, t.view, role, _VIEW_PRIVILEGES)
                     for sequence in _sequences(conn, t.base):
-                        _grant_on_relation(conn, sql.SQL(sequence), role, ["USAGE"], "SEQUENCE")
+                        seq = sql.SQL(sequence)
+                        _revoke_table(conn, seq, _oid(conn, seq), role, keep=("USAGE",))
+                        _grant_on_relation(conn, seq, role, ["USAGE"], "SEQUENCE")
             else:
                 grants = [
                     (
@@ -307,35 +324,15 @@ def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
                 )
             )
         for t in tables:
-            for relation in (t.base, t.changes):
-                name = relation.as_string(conn)
-                for privilege in _TABLE_PRIVILEGES:
-                    row = conn.execute(
-                        "SELECT has_table_privilege(%s, %s, %s)", (role, name, privilege)
-                    ).fetchone()
-                    if row and row[0]:
-                        issues.append(
-                            HardeningIssue(
-                                role,
-                                f"has {privilege} on {name}",
-                                f"REVOKE {privilege} ON {name} FROM {ident}",
-                            )
-                        )
-            for relation in (t.base, t.changes, t.view):
-                name = relation.as_string(conn)
-                owner = conn.execute(
-                    "SELECT pg_has_role(%s, c.relowner, 'MEMBER') FROM pg_class c "
-                    "WHERE c.oid = %s::regclass",
-                    (role, name),
-                ).fetchone()
-                if owner and owner[0]:
-                    issues.append(
-                        HardeningIssue(
-                            role,
-                            f"owns {name} (an owner can alter or drop it)",
-                            f"ALTER TABLE {name} OWNER TO <a role the agent is not a member of>",
-                        )
-                    )
+            relations: list[tuple[sql.Composable, tuple[str, ...]]] = [
+                (t.base, _TABLE_PRIVILEGES),
+                (t.changes, _TABLE_PRIVILEGES),
+                (t.view, ("TRUNCATE", "REFERENCES", "TRIGGER")),
+            ]
+            relations += [(sql.SQL(s), ("UPDATE",)) for s in _sequences(conn, t.base)]
+            for relation, forbidden in relations:
+                issues.extend(_relation_issues(conn, role, relation, forbidden))
+        issues.extend(_ownership_issues(conn, role, tables))
         for (table,) in conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'cowsync' AND c.relkind = 'r' "
@@ -349,17 +346,6 @@ def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
                     role,
                     f"can read or write the registry table cowsync.{table}",
                     f"REVOKE ALL ON cowsync.{sql.Identifier(table).as_string(conn)} FROM {ident}",
-                )
-            )
-        schema_create = conn.execute(
-            "SELECT has_schema_privilege(%s, 'cowsync', 'CREATE')", (role,)
-        ).fetchone()
-        if schema_create and schema_create[0]:
-            issues.append(
-                HardeningIssue(
-                    role,
-                    "can create objects in the cowsync schema",
-                    f"REVOKE CREATE ON SCHEMA cowsync FROM {ident}",
                 )
             )
         for (function,) in conn.execute(
@@ -376,4 +362,110 @@ def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
                     f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC, {ident}",
                 )
             )
+    return issues
+
+
+def _relation_issues(
+    conn: psycopg.Connection, role: str, relation: sql.Composable, forbidden: tuple[str, ...]
+) -> list[HardeningIssue]:
+    """Grants on a relation the agent can use (its own, PUBLIC's, or a role's it is a
+    member of, inherited or reachable with SET ROLE), and whether it owns it."""
+    name = relation.as_string(conn)
+    rows = conn.execute(
+        """
+        SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+               a.privilege_type
+        FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+        WHERE c.oid = %(rel)s::regclass AND a.privilege_type = ANY(%(forbidden)s)
+          AND a.grantee <> c.relowner
+          AND (a.grantee = 0 OR pg_has_role(%(role)s, a.grantee, 'MEMBER'))
+        UNION ALL
+        SELECT pg_get_userbyid(c.relowner), 'OWNER' FROM pg_class c
+        WHERE c.oid = %(rel)s::regclass AND pg_has_role(%(role)s, c.relowner, 'MEMBER')
+        """,
+        {"rel": name, "forbidden": list(forbidden), "role": role},
+    ).fetchall()
+    issues = []
+    for grantee, privilege in rows:
+        who = "PUBLIC" if grantee == "PUBLIC" else sql.Identifier(grantee).as_string(conn)
+        if privilege == "OWNER":
+            issues.append(
+                HardeningIssue(
+                    role,
+                    f"owns {name}, through {grantee} (an owner can alter or drop it)",
+                    f"ALTER TABLE {name} OWNER TO CURRENT_USER",
+                )
+            )
+        else:
+            via = "" if grantee in (role, "PUBLIC") else f" through role {grantee}"
+            issues.append(
+                HardeningIssue(
+                    role,
+                    f"has {privilege} on {name}{via}",
+                    f"REVOKE {privilege} ON {name} FROM {who}",
+                )
+            )
+    return issues
+
+
+def _ownership_issues(
+    conn: psycopg.Connection, role: str, tables: list[EnabledTable]
+) -> list[HardeningIssue]:
+    """Owning (or creating in) the schemas or the database lets a role drop what it cannot
+    touch otherwise."""
+    issues = []
+    schemas = sorted({t.schema for t in tables} | {"cowsync"})
+    for schema in schemas:
+        row = conn.execute(
+            """
+            SELECT pg_get_userbyid(n.nspowner), pg_has_role(%(role)s, n.nspowner, 'MEMBER'),
+                   ARRAY(SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                     ELSE pg_get_userbyid(a.grantee) END
+                         FROM aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                         WHERE a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner
+                           AND (a.grantee = 0 OR pg_has_role(%(role)s, a.grantee, 'MEMBER')))
+            FROM pg_namespace n WHERE n.nspname = %(schema)s
+            """,
+            {"role": role, "schema": schema},
+        ).fetchone()
+        if row is None:
+            continue
+        owner, owns, creators = row
+        ident = sql.Identifier(schema).as_string(conn)
+        if owns:
+            issues.append(
+                HardeningIssue(
+                    role,
+                    f"owns schema {schema} through {owner} (it can drop what the schema holds)",
+                    f"ALTER SCHEMA {ident} OWNER TO CURRENT_USER",
+                )
+            )
+        for grantee in creators:
+            who = "PUBLIC" if grantee == "PUBLIC" else sql.Identifier(grantee).as_string(conn)
+            issues.append(
+                HardeningIssue(
+                    role,
+                    (
+                        "can create objects in the cowsync schema"
+                        if schema == "cowsync"
+                        else f"can create objects in schema {schema}"
+                    )
+                    + ("" if grantee in (role, "PUBLIC") else f" through role {grantee}"),
+                    f"REVOKE CREATE ON SCHEMA {ident} FROM {who}",
+                )
+            )
+    database = conn.execute(
+        "SELECT datname, pg_get_userbyid(datdba), pg_has_role(%s, datdba, 'MEMBER') "
+        "FROM pg_database WHERE datname = current_database()",
+        (role,),
+    ).fetchone()
+    if database and database[2]:
+        issues.append(
+            HardeningIssue(
+                role,
+                f"owns database {database[0]} through {database[1]} (and with it schema public)",
+                f"ALTER DATABASE {sql.Identifier(database[0]).as_string(conn)} "
+                "OWNER TO CURRENT_USER",
+            )
+        )
     return issues

@@ -138,6 +138,7 @@ def changes_indexes(layout: TableLayout) -> list[sql.Composed]:
 def view(layout: TableLayout, config: CowConfig) -> sql.Composed:
     return sqlfiles.template("table_view.sql").format(
         view=layout.view,
+        options=sql.SQL(" WITH (security_barrier)" if layout.hardened else ""),
         base=layout.base,
         changes=layout.changes,
         b_columns=_ident_list(layout.column_names, "_cow_b"),

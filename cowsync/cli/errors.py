@@ -88,6 +88,12 @@ def as_cli_error(exc: BaseException) -> CliError | None:
         return CliError("cowsync is not deployed in this database: run `cowsync deploy` first")
     if isinstance(exc, CowError):
         return CliError(one_line(str(exc)))
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return CliError(
+            f"the database role lacks the rights for this ({one_line(str(exc))}): connect "
+            "as the table owner or a reviewer role (cowsync.harden(..., reviewer_roles=[...]), "
+            "see docs/security.md)"
+        )
     if isinstance(exc, psycopg.OperationalError):
         return CliError(f"cannot use the database: {one_line(str(exc))}")
     if isinstance(exc, psycopg.Error):

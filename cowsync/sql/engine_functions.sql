@@ -38,9 +38,16 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    sid text := nullif(current_setting(p_variable, true), '');
+    sid text;
     owner text;
 BEGIN
+    -- Runs with its owner's rights: read nothing but the session variable.
+    IF p_variable IS DISTINCT FROM (SELECT value FROM cowsync.settings
+                                    WHERE name = 'session_variable') THEN
+        RAISE EXCEPTION 'cowsync: % is not the session variable', p_variable
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    sid := nullif(current_setting(p_variable, true), '');
     IF NOT cowsync.is_agent() THEN
         RETURN sid;
     END IF;

@@ -8,11 +8,13 @@
 -- predicates reach both relations' indexes. A base row is shown unless this
 -- session holds a current change for its key; a change-store row is shown only
 -- when it is this session's live current row.
+-- Hardened views are security barriers, so a leaky function in a reader's WHERE
+-- clause never sees rows the view's own conditions would hide.
 -- The probes are scalar subqueries (each returns at most one row: the current
 -- row per session and key is unique) rather than EXISTS, which the planner may
 -- turn into a hashed subplan that reads every row of the session per query; a
 -- scalar subquery stays a per-row index probe in every plan, generic or custom.
-CREATE VIEW {view} AS
+CREATE VIEW {view}{options} AS
 SELECT {b_columns}
 FROM {base} AS _cow_b
 WHERE (
