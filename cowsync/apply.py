@@ -373,28 +373,33 @@ def _settle_session(
     session_id: str,
     ops: list[str] | None,
 ) -> int:
-    """Remove what was applied from the session; re-anchor what remains on the new base."""
-    params: dict[str, Any] = {"sid": session_id}
-    if ops is None:
-        cur = conn.execute(
-            sql.SQL("DELETE FROM ONLY {} WHERE _cow_session = %(sid)s").format(t.changes), params
-        )
-        return cur.rowcount
-    params["ops"] = ops
+    """Remove what the commit read from the session; re-anchor what remains on the new base.
+
+    Only rows the commit saw go: for each key it read, the rows (of the chosen
+    operations) up to the write it applied. A write the agent made while the commit
+    ran keeps its place, now measured against the committed base.
+    """
+    params: dict[str, Any] = {"sid": session_id, "ops": ops}
+    op_filter = sql.SQL(" AND c._cow_operation = ANY(%(ops)s)") if ops is not None else sql.SQL("")
     removed = conn.execute(
         sql.SQL(
-            "DELETE FROM ONLY {} WHERE _cow_session = %(sid)s AND _cow_operation = ANY(%(ops)s)"
-        ).format(t.changes),
+            "DELETE FROM ONLY {changes} AS c USING {net} AS n "
+            "WHERE c._cow_session = %(sid)s AND {match} AND c._cow_seq <= n._cow_seq{op_filter}"
+        ).format(
+            changes=t.changes,
+            net=_net_table(t),
+            match=t.key_match("c", "n"),
+            op_filter=op_filter,
+        ),
         params,
     ).rowcount
-    # Rows of later operations now build on the committed base row.
+    # What remains of those keys now builds on the base as the commit left it.
     conn.execute(
         sql.SQL(
             "UPDATE ONLY {changes} AS c SET _cow_existed = b_row IS NOT NULL, "
             "_cow_before = b_row "
             "FROM (SELECT {n_keys}, to_jsonb(b.*) AS b_row FROM {net} AS n "
-            "      LEFT JOIN ONLY {base} AS b ON {bn_match} "
-            "      WHERE n._cow_kind NOT IN ('skip')) AS n "
+            "      LEFT JOIN ONLY {base} AS b ON {bn_match}) AS n "
             "WHERE c._cow_session = %(sid)s AND {cn_match}"
         ).format(
             changes=t.changes,
@@ -420,16 +425,6 @@ def _restore_current(conn: psycopg.Connection, t: EnabledTable, session_id: str)
             "      HAVING NOT bool_or(_cow_current)) AS m "
             "WHERE c._cow_session = %(sid)s AND {match} AND c._cow_seq = m.last_seq"
         ).format(changes=t.changes, keys=t.keys(), match=t.key_match("c", "m")),
-        {"sid": session_id},
-    )
-
-
-def _drop_skipped(conn: psycopg.Connection, t: EnabledTable, session_id: str) -> None:
-    conn.execute(
-        sql.SQL(
-            "DELETE FROM ONLY {changes} AS c USING {net} AS n "
-            "WHERE c._cow_session = %(sid)s AND {match} AND n._cow_kind = 'skip'"
-        ).format(changes=t.changes, net=_net_table(t), match=t.key_match("c", "n")),
         {"sid": session_id},
     )
 
@@ -492,6 +487,9 @@ def commit(
         )
     with conn.transaction():
         _lock_session(conn, session_id)
+        # Deferrable foreign keys wait for the end of the commit, so cycles of them
+        # apply in any order; _check_deferred checks them before the commit returns.
+        conn.execute("SET CONSTRAINTS ALL DEFERRED")
         ops = _choose_operations(conn, session_id, operations, include_dependencies, "dependencies")
         all_tables = enabled_tables(conn)
         scope = enabled_tables(conn, tables) if tables is not None else all_tables
@@ -524,12 +522,31 @@ def commit(
             if progress:
                 progress(t.label, "delete", counts["delete"])
         for t in ordered:
-            _drop_skipped(conn, t, session_id)
             _settle_session(conn, t, session_id, ops)
             conn.execute(sql.SQL("DROP TABLE pg_temp.{}").format(_net_table(t)))
         _forget_empty_operations(conn, session_id)
+        _check_deferred(conn)
     result.applied = {k: v for k, v in result.applied.items() if any(v.values())}
     return result
+
+
+def _check_deferred(conn: psycopg.Connection) -> None:
+    """Check deferred constraints now, so a failure is a CommitError and not an
+    error escaping from the transaction's COMMIT."""
+    labels = {(t.schema, t.base_name): t.label for t in enabled_tables(conn)}
+    try:
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    except psycopg.errors.IntegrityError as exc:
+        diag = exc.diag
+        label = labels.get((diag.schema_name or "", diag.table_name or ""), diag.table_name)
+        raise CommitError(
+            f"commit failed on a deferred constraint: {diag.message_primary}"
+            + (f" — {diag.message_detail}" if diag.message_detail else "")
+            + ". Nothing was applied; fix the session (or the base) and commit again",
+            table=label,
+            key=_key_from_detail(diag.message_detail),
+            constraint=diag.constraint_name,
+        ) from exc
 
 
 # --- discard ----------------------------------------------------------------------
