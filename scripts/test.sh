@@ -12,7 +12,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$REPO_ROOT"
 
 status=0
-python -m pytest "$@" || status=$?
+# Two workers by default (the CI machine has two cores); COWSYNC_TEST_WORKERS=0 runs serially.
+workers="${COWSYNC_TEST_WORKERS:-2}"
+if [ "$workers" = "0" ]; then
+    python -m pytest "$@" || status=$?
+else
+    python -m pytest -n "$workers" "$@" || status=$?
+fi
 
 case "$status" in
     0) ;;
