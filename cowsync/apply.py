@@ -12,7 +12,13 @@ from psycopg import sql
 
 from .config import validate_id
 from .errors import CommitError, ConfigurationError, ConflictError, DependencyError
-from .registry import EnabledTable, enabled_tables, foreign_keys, parents_first
+from .registry import (
+    EnabledTable,
+    cyclic_tables,
+    enabled_tables,
+    foreign_keys,
+    parents_first,
+)
 from .review import dependencies, net_rows
 
 ConflictPolicy = Literal["abort", "skip", "overwrite", "merge"]
@@ -321,7 +327,12 @@ def _key_from_detail(detail: str | None) -> dict[str, Any] | None:
     return dict(zip(columns, values))
 
 
-def _apply_statement(conn: psycopg.Connection, t: EnabledTable, kind: str) -> int:
+def _apply_statement(
+    conn: psycopg.Connection,
+    t: EnabledTable,
+    kind: str,
+    cyclic: set[str] = frozenset(),  # type: ignore[assignment]
+) -> int:
     net = _net_table(t)
     if kind == "insert":
         query = sql.SQL(
@@ -356,9 +367,19 @@ def _apply_statement(conn: psycopg.Connection, t: EnabledTable, kind: str) -> in
         cur = conn.execute(query)
     except psycopg.errors.IntegrityError as exc:
         diag = exc.diag
+        if isinstance(exc, psycopg.errors.ForeignKeyViolation) and t.label in cyclic:
+            raise CommitError(
+                f"commit of {t.label} failed ({kind}): {diag.message_primary}. Its tables "
+                "form a foreign-key cycle, which one commit can only apply when the cycle's "
+                "constraints are DEFERRABLE: make them deferrable, or commit the operations "
+                "in steps. Nothing was applied",
+                table=t.label,
+                key=_key_from_detail(diag.message_detail),
+                constraint=diag.constraint_name,
+            ) from exc
         raise CommitError(
             f"commit of {t.label} failed ({kind}): {diag.message_primary}"
-            + (f" — {diag.message_detail}" if diag.message_detail else "")
+            + (f" — {diag.message_detail.rstrip('.')}" if diag.message_detail else "")
             + ". Nothing was applied; fix the session (or the base) and commit again",
             table=t.label,
             key=_key_from_detail(diag.message_detail),
@@ -493,7 +514,9 @@ def commit(
         ops = _choose_operations(conn, session_id, operations, include_dependencies, "dependencies")
         all_tables = enabled_tables(conn)
         scope = enabled_tables(conn, tables) if tables is not None else all_tables
-        ordered = parents_first(scope, foreign_keys(conn, all_tables))
+        fks = foreign_keys(conn, all_tables)
+        ordered = parents_first(scope, fks)
+        cyclic = cyclic_tables(all_tables, fks)
         result = CommitResult(
             session_id, ops if ops is not None else _session_operations(conn, session_id)
         )
@@ -513,12 +536,12 @@ def commit(
         for t in ordered:
             counts = result.applied.setdefault(t.label, {"insert": 0, "update": 0, "delete": 0})
             for kind in ("insert", "update"):
-                counts[kind] = _apply_statement(conn, t, kind)
+                counts[kind] = _apply_statement(conn, t, kind, cyclic)
                 if progress:
                     progress(t.label, kind, counts[kind])
         for t in reversed(ordered):
             counts = result.applied[t.label]
-            counts["delete"] = _apply_statement(conn, t, "delete")
+            counts["delete"] = _apply_statement(conn, t, "delete", cyclic)
             if progress:
                 progress(t.label, "delete", counts["delete"])
         for t in ordered:
@@ -541,7 +564,7 @@ def _check_deferred(conn: psycopg.Connection) -> None:
         label = labels.get((diag.schema_name or "", diag.table_name or ""), diag.table_name)
         raise CommitError(
             f"commit failed on a deferred constraint: {diag.message_primary}"
-            + (f" — {diag.message_detail}" if diag.message_detail else "")
+            + (f" — {diag.message_detail.rstrip('.')}" if diag.message_detail else "")
             + ". Nothing was applied; fix the session (or the base) and commit again",
             table=label,
             key=_key_from_detail(diag.message_detail),

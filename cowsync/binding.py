@@ -64,7 +64,8 @@ def read_settings(conn: psycopg.Connection, config: CowConfig = DEFAULT_CONFIG) 
     """The current values of the COW variables on ``conn`` ('' when unset)."""
     names = config.variables
     row = conn.execute(
-        "SELECT coalesce(pg_catalog.current_setting(%s, true), ''), coalesce(pg_catalog.current_setting(%s, true), ''), "
+        "SELECT coalesce(pg_catalog.current_setting(%s, true), ''), "
+        "coalesce(pg_catalog.current_setting(%s, true), ''), "
         "coalesce(pg_catalog.current_setting(%s, true), '')",
         names,
     ).fetchone()

@@ -176,3 +176,24 @@ def parents_first(tables: list[EnabledTable], fks: list[ForeignKey]) -> list[Ena
             ordered.append(t)
             remaining.remove(t)
     return ordered
+
+
+def cyclic_tables(tables: list[EnabledTable], fks: list[ForeignKey]) -> set[str]:
+    """Labels of tables on a foreign-key cycle through other tables (self-references aside)."""
+    parents: dict[str, set[str]] = {t.label: set() for t in tables}
+    for fk in fks:
+        if fk.child != fk.parent and fk.child.label in parents:
+            parents[fk.child.label].add(fk.parent.label)
+    cyclic = set()
+    for start in parents:
+        seen: set[str] = set()
+        todo = list(parents[start])
+        while todo:
+            node = todo.pop()
+            if node == start:
+                cyclic.add(start)
+                break
+            if node not in seen:
+                seen.add(node)
+                todo.extend(parents.get(node, ()))
+    return cyclic

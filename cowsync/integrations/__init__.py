@@ -1,1 +1,1 @@
-"""Framework integrations: Django (cowsync.integrations.django) and Flask (cowsync.integrations.flask)."""
+"""Framework integrations: cowsync.integrations.django and cowsync.integrations.flask."""
