@@ -378,8 +378,9 @@ def test_commit_of_a_changed_key_deletes_the_old_row_and_inserts_the_new(shop):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="documented limitation (docs/limitations.md, Commit): commit inserts before it deletes, so a unique value the session freed "
-    "(row deleted, or its key changed) and reused fails with CommitError",
+    reason="documented limitation (docs/limitations.md): commit inserts before it deletes, "
+    "so a unique value the session freed (row deleted, or its key changed) and reused fails "
+    "with CommitError",
 )
 @pytest.mark.parametrize(
     "statements",
@@ -404,8 +405,9 @@ def test_commit_of_a_unique_value_freed_and_reused_in_the_session(shop, statemen
 
 @pytest.mark.xfail(
     strict=True,
-    reason="documented limitation (docs/limitations.md, Commit): commit applies all updates of a table in one statement, and a "
-    "non-deferrable unique index is checked row by row, so swapping two unique values fails",
+    reason="documented limitation (docs/limitations.md): commit applies all updates of a "
+    "table in one statement, and a non-deferrable unique index is checked row by row, so "
+    "swapping two unique values fails",
 )
 def test_commit_of_two_rows_swapping_a_unique_value(shop):
     write(shop, "s1", "a", "UPDATE customers SET name = 'tmp' WHERE id = 1")
