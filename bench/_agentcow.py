@@ -42,6 +42,7 @@ __all__ = [
     "agent_cow_available",
     "clear_session",
     "commit_session",
+    "commit_session_schema",
     "discard_session",
     "new_uuid",
     "set_session",
@@ -305,6 +306,61 @@ def commit_session(
     finally:
         if owned:
             conn.close()
+
+
+class _SyncBackedExecutor:
+    """agent-cow's ``Executor`` protocol over a *sync* psycopg connection.
+
+    agent-cow's schema-wide commit is an async function, but it only awaits
+    ``execute``; answering from a sync connection lets it run inside the
+    caller's own transaction, on the caller's connection, so a benchmark times
+    agent-cow's work and not a second connection's setup.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    async def execute(self, query: str) -> list[tuple[Any, ...]]:
+        cur = self._conn.execute(query)  # no params: '%' is not a placeholder
+        if cur.description is None:
+            return []
+        return [tuple(r) for r in cur.fetchall()]
+
+
+def commit_session_schema(
+    dsn: str | psycopg.Connection[Any],
+    schema: str,
+    session_id: str | uuid.UUID,
+    *,
+    overwrite: bool = False,
+) -> list[str]:
+    """Commit every dirty table of a session in ``schema`` with agent-cow's own
+    ``commit_cow_session_schema``, in one transaction; returns the tables in the
+    order agent-cow processed them.
+
+    This is agent-cow's foreign-key-aware path (upserts parents first, deletes
+    children first), the one to use when a session deletes a child and its
+    parent; :func:`commit_session` commits table by table in the order given,
+    which cannot satisfy both directions.  Connection ownership is as in
+    :func:`commit_session`.
+    """
+    acp = _load_agentcow()
+    conn, owned = _connect(dsn)
+    policy = "overwrite" if overwrite else "error"
+    try:
+        with conn.transaction():
+            done: list[str] = asyncio.run(
+                acp.commit_cow_session_schema(
+                    _SyncBackedExecutor(conn),
+                    str(uuid.UUID(str(session_id))),
+                    schema=schema,
+                    conflict_policy=policy,
+                )
+            )
+    finally:
+        if owned:
+            conn.close()
+    return done
 
 
 def discard_session(

@@ -484,13 +484,6 @@ def _identity_check(column: Column, operation: str) -> sql.Composed:
     )
 
 
-def _lock_key(layout: TableLayout, row: str) -> sql.Composed:
-    """An advisory-lock key for (table, session, key of ``row``)."""
-    return sql.SQL("hashtextextended({} || chr(31) || _cow_v_sid || chr(31) || {}, 0)").format(
-        sql.Literal(f"{layout.schema}.{layout.view_name}"), _values_text(row, layout.key_columns)
-    )
-
-
 def _join(parts: list[sql.Composed]) -> sql.Composable:
     kept = [p for p in parts if p._obj]
     return sql.SQL("\n").join(kept) if kept else sql.SQL("")
@@ -552,6 +545,7 @@ def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
             sql.Literal(f"Set {config.session_variable} first."),
         )
     return sqlfiles.template("table_trigger.sql").format(
+        search_path=sql.SQL("pg_catalog, {}, pg_temp").format(sql.Identifier(layout.schema)),
         fail_closed=fail_closed,
         register_write=sql.SQL(
             "cowsync.register_write_checked" if layout.hardened else "cowsync.register_write"
@@ -564,8 +558,6 @@ def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
         update_columns=_ident_list(updatable),
         update_values=_ident_list(updatable, "new"),
         c_columns=_ident_list(layout.column_names, "_cow_c"),
-        lock_new=_lock_key(layout, "new"),
-        lock_old=_lock_key(layout, "old"),
         update_checks=_join(update_checks),
         update_after=_join(update_after),
         delete_checks=_join(delete_checks),

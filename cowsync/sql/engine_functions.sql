@@ -83,6 +83,13 @@ BEGIN
     IF current_setting('cowsync.registered', true) = marker THEN
         RETURN;
     END IF;
+    -- Usually registered by an earlier transaction: one index probe, no insert.
+    PERFORM 1 FROM cowsync.operations o
+        WHERE o.session_id = p_session AND o.operation_id = p_operation;
+    IF FOUND THEN
+        PERFORM set_config('cowsync.registered', marker, true);
+        RETURN;
+    END IF;
     PERFORM cowsync.check_ids(p_session, p_operation);
     INSERT INTO cowsync.sessions (session_id, owner_role) VALUES (p_session, session_user)
         ON CONFLICT (session_id) DO NOTHING;

@@ -5,16 +5,18 @@
 -- session it writes the change store only, tagged with session and operation,
 -- judging keys, unique indexes and foreign keys against what the session sees.
 --
--- It runs with its owner's rights (SECURITY DEFINER, pinned search_path), as an
--- updatable view would: a role granted the view needs no privilege on the base,
--- the change store or the registry. Variables are prefixed _cow_v_ (no user
+-- It runs with its owner's rights (SECURITY DEFINER), as an updatable view would:
+-- a role granted the view needs no privilege on the base, the change store or the
+-- registry. Its search_path is pinned to pg_catalog first (no caller can shadow an
+-- operator it uses), then the table's own schema, so user triggers on the base
+-- that name their tables unqualified keep working. Variables are prefixed _cow_v_ (no user
 -- column may start with _cow_) and #variable_conflict makes any clash resolve to
 -- the variable, so a column named like one can never change a query's meaning.
 CREATE OR REPLACE FUNCTION {function}()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = {search_path}
 AS $cow$
 #variable_conflict use_variable
 DECLARE
@@ -89,11 +91,12 @@ BEGIN
     _cow_v_op := coalesce(nullif(current_setting({operation_variable}, true), ''),
                           {default_operation});
     PERFORM {register_write}(_cow_v_sid, _cow_v_op);
+    -- A session's writing transactions take turns: one transaction-scoped lock per
+    -- session (taken again by every row, which costs a local lookup, never another
+    -- lock slot), so each write re-reads the key's current row with no race.
+    PERFORM pg_advisory_xact_lock(hashtextextended('cowsync session ' || _cow_v_sid, 0));
 
-    -- Writers of one key in one session take turns (a transaction-scoped lock),
-    -- and each re-reads the key's current row after its turn comes.
     IF TG_OP = 'INSERT' THEN
-        PERFORM pg_advisory_xact_lock({lock_new});
         SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed,
                _cow_c._cow_before INTO _cow_v_cur
             FROM ONLY {changes} AS _cow_c
@@ -123,7 +126,6 @@ BEGIN
     END IF;
 
     -- UPDATE and DELETE: OLD is the row the session saw when the statement began.
-    PERFORM pg_advisory_xact_lock({lock_old});
     SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed,
            _cow_c._cow_before, ROW({c_columns})::text AS row_text INTO _cow_v_cur
         FROM ONLY {changes} AS _cow_c
@@ -162,7 +164,6 @@ BEGIN
 
     -- The key changed: the old key is deleted and the new one inserted, both in
     -- the session only. The new key must be free in what the session sees.
-    PERFORM pg_advisory_xact_lock({lock_new});
     SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed,
            _cow_c._cow_before INTO _cow_v_cur2
         FROM ONLY {changes} AS _cow_c
