@@ -21,6 +21,7 @@ from .install import (
     _refresh_triggers,
     _registry_row,
     _require_deployed,
+    own_ddl,
 )
 from .names import parse_table_name
 
@@ -46,6 +47,7 @@ def alter(
     with conn.transaction():
         config = _require_deployed(conn)
         _lock(conn)
+        own_ddl(conn)
         row = _registry_row(conn, name)
         if row is None:
             raise NotEnabledError(

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from .errors import ConfigurationError
-from .install import _install_table_objects, _layouts, _lock, _require_deployed
+from .install import _install_table_objects, _layouts, _lock, _require_deployed, own_ddl
 from .registry import EnabledTable, enabled_tables
 
 _TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
@@ -152,6 +152,7 @@ def harden(
     with conn.transaction():
         config = _require_deployed(conn)
         _lock(conn)
+        own_ddl(conn)
         for role in agents:
             conn.execute(
                 "INSERT INTO cowsync.roles VALUES (%s, 'agent') "
@@ -232,6 +233,7 @@ def unharden(conn: psycopg.Connection) -> None:
     with conn.transaction():
         config = _require_deployed(conn)
         _lock(conn)
+        own_ddl(conn)
         for (undo,) in conn.execute(
             "SELECT undo_sql FROM cowsync.hardening_log ORDER BY id DESC"
         ).fetchall():

@@ -146,6 +146,7 @@ def deploy(conn: psycopg.Connection, config: CowConfig | None = None) -> DeployR
             if previous is None or version > previous:
                 conn.execute(sqlfiles.read(name))
         conn.execute(sqlfiles.read("engine_functions.sql"))
+        _install_ddl_guard(conn)
         if previous is None:
             conn.cursor().executemany(
                 "INSERT INTO cowsync.settings (name, value) VALUES (%s, %s) "
@@ -159,11 +160,33 @@ def deploy(conn: psycopg.Connection, config: CowConfig | None = None) -> DeployR
             )
         else:
             config = stored_config(conn)
+            own_ddl(conn)
             for layout in _layouts(conn):
                 _install_table_objects(conn, layout, config, replace=True)
             conn.execute("UPDATE cowsync.tables SET engine_version = %s", (ENGINE_VERSION,))
         conn.execute("INSERT INTO cowsync.engine (version) VALUES (%s)", (ENGINE_VERSION,))
     return DeployResult(ENGINE_VERSION, previous, changed=True)
+
+
+def _install_ddl_guard(conn: psycopg.Connection) -> None:
+    """The event trigger that refuses ALTERs which would desynchronise an enabled view.
+
+    Event triggers need a superuser; without one cowsync works unguarded (the docs
+    say to use cowsync.alter for schema changes either way).
+    """
+    row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if not row or not row[0]:
+        return
+    conn.execute("DROP EVENT TRIGGER IF EXISTS cowsync_guard_view_ddl")
+    conn.execute(
+        "CREATE EVENT TRIGGER cowsync_guard_view_ddl ON ddl_command_end "
+        "WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW') EXECUTE FUNCTION cowsync.guard_view_ddl()"
+    )
+
+
+def own_ddl(conn: psycopg.Connection) -> None:
+    """Mark this transaction's DDL as cowsync's own, which the guard lets through."""
+    conn.execute("SELECT pg_catalog.set_config('cowsync.ddl', 'on', true)")
 
 
 def _require_deployed(conn: psycopg.Connection) -> CowConfig:
@@ -326,6 +349,7 @@ def enable(conn: psycopg.Connection, table: str | tuple[str, str]) -> TableStatu
     with conn.transaction():
         config = _require_deployed(conn)
         _lock(conn)
+        own_ddl(conn)
         if _registry_row(conn, name) is not None:
             return _status_of(conn, name)
         _enable_locked(conn, name, config)
@@ -527,6 +551,7 @@ def enable_schema(
     with conn.transaction():
         config = _require_deployed(conn)
         _lock(conn)
+        own_ddl(conn)
         enabled = {
             r[0]
             for r in conn.execute(
@@ -596,6 +621,7 @@ def disable(conn: psycopg.Connection, table: str | tuple[str, str], force: bool 
     with conn.transaction():
         config = _require_deployed(conn)
         _lock(conn)
+        own_ddl(conn)
         row = _registry_row(conn, name)
         if row is None:
             raise NotEnabledError(f"{name} is not COW-enabled")
@@ -646,6 +672,7 @@ def disable_schema(
     with conn.transaction():
         config = _require_deployed(conn)
         _lock(conn)
+        own_ddl(conn)
         rows = conn.execute(
             "SELECT * FROM cowsync.tables WHERE schema_name = %s ORDER BY table_name", (schema,)
         ).fetchall()

@@ -265,3 +265,57 @@ BEGIN
     RETURN target = p_view;
 END
 $fn$;
+
+-- PostgreSQL accepts some ALTERs on a view (RENAME, RENAME COLUMN, SET DEFAULT) that
+-- would leave an enabled table's trigger and registry behind. This event trigger
+-- checks, after such a command, that each enabled view still matches its base and
+-- its registry entry, and refuses the command otherwise, pointing to cowsync.alter.
+-- cowsync's own DDL sets cowsync.ddl for its transaction and is not checked.
+CREATE OR REPLACE FUNCTION cowsync.guard_view_ddl()
+RETURNS event_trigger
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    cmd record;
+    t record;
+BEGIN
+    IF current_setting('cowsync.ddl', true) = 'on' THEN
+        RETURN;
+    END IF;
+    FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands()
+               WHERE classid = 'pg_class'::regclass LOOP
+        CONTINUE WHEN NOT EXISTS (
+            SELECT 1 FROM pg_trigger WHERE tgrelid = cmd.objid AND tgname = 'cowsync_write');
+        SELECT r.* INTO t FROM cowsync.tables r
+            JOIN pg_namespace n ON n.nspname = r.schema_name
+            JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name
+            WHERE c.oid = cmd.objid;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'cowsync: % is the view of a COW-enabled table and cannot be renamed',
+                cmd.object_identity
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'Disable it (cowsync.disable), rename the table, then enable it again.';
+        END IF;
+        IF EXISTS (
+            SELECT 1
+            FROM pg_attribute v
+            FULL JOIN (SELECT a.* FROM pg_attribute a
+                       WHERE a.attrelid = format('%I.%I', t.schema_name, t.base_name)::regclass
+                         AND a.attnum > 0 AND NOT a.attisdropped) b ON b.attname = v.attname
+            LEFT JOIN pg_attrdef vd ON vd.adrelid = v.attrelid AND vd.adnum = v.attnum
+            LEFT JOIN pg_attrdef bd ON bd.adrelid = b.attrelid AND bd.adnum = b.attnum
+            WHERE (v.attrelid = cmd.objid OR v.attrelid IS NULL)
+              AND (v.attnum IS NULL OR (v.attnum > 0 AND NOT v.attisdropped))
+              AND (v.attname IS NULL OR b.attname IS NULL
+                   OR (b.attidentity = '' AND pg_get_expr(vd.adbin, vd.adrelid)
+                       IS DISTINCT FROM pg_get_expr(bd.adbin, bd.adrelid)))
+        ) THEN
+            RAISE EXCEPTION 'cowsync: % is the view of a COW-enabled table; change the table with cowsync.alter()',
+                cmd.object_identity
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = format('e.g. cowsync.alter(conn, %L, ''RENAME COLUMN a TO b'') '
+                                    'or ''ALTER COLUMN c SET DEFAULT ...''', t.schema_name || '.' || t.table_name);
+        END IF;
+    END LOOP;
+END
+$fn$;

