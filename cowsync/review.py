@@ -284,6 +284,15 @@ def net_rows(
     Parameters: ``sid`` and, when filtering, ``ops``.
     """
     params: dict[str, Any] = {}
+    if operations is None:
+        # The whole session: the current row of each key is its latest write.
+        return (
+            sql.SQL(
+                "SELECT c.* FROM ONLY {changes} AS c "
+                "WHERE c._cow_session = %(sid)s AND c._cow_current"
+            ).format(changes=table.changes),
+            params,
+        )
     op_filter: sql.Composable = sql.SQL("")
     if operations is not None:
         op_filter = sql.SQL(" AND c._cow_operation = ANY(%(ops)s)")
