@@ -414,6 +414,13 @@ def _settle_session(
         ),
         params,
     ).rowcount
+    if ops is None:
+        left = conn.execute(
+            sql.SQL("SELECT 1 FROM ONLY {} WHERE _cow_session = %(sid)s LIMIT 1").format(t.changes),
+            {"sid": session_id},
+        ).fetchone()
+        if left is None:  # the usual whole-session commit: nothing to re-anchor
+            return removed
     # What remains of those keys now builds on the base as the commit left it.
     conn.execute(
         sql.SQL(
