@@ -332,8 +332,12 @@ def _apply_statement(
     t: EnabledTable,
     kind: str,
     cyclic: set[str] = frozenset(),  # type: ignore[assignment]
+    guarded: bool = False,
 ) -> int:
     net = _net_table(t)
+    # Guarded, an update or delete only touches a base row still equal to the image
+    # the session recorded at first touch (the conflict check, done by the statement).
+    guard = sql.SQL(" AND to_jsonb(b.*) = n._cow_before_n" if guarded else "")
     if kind == "insert":
         query = sql.SQL(
             "INSERT INTO {base} ({cols}) {overriding} SELECT {n_cols} FROM {net} AS n "
@@ -351,8 +355,9 @@ def _apply_statement(
             return 0
         query = sql.SQL(
             "UPDATE ONLY {base} AS b SET ({cols}) = ROW({n_cols}) FROM {net} AS n "
-            "WHERE {match} AND n._cow_kind = 'update'"
+            "WHERE {match} AND n._cow_kind = 'update'{guard}"
         ).format(
+            guard=guard,
             base=t.base,
             cols=sql.SQL(", ").join(sql.Identifier(c) for c in values),
             n_cols=sql.SQL(", ").join(sql.Identifier("n", c) for c in values),
@@ -361,8 +366,9 @@ def _apply_statement(
         )
     else:
         query = sql.SQL(
-            "DELETE FROM ONLY {base} AS b USING {net} AS n WHERE {match} AND n._cow_kind = 'delete'"
-        ).format(base=t.base, net=net, match=t.key_match("b", "n"))
+            "DELETE FROM ONLY {base} AS b USING {net} AS n "
+            "WHERE {match} AND n._cow_kind = 'delete'{guard}"
+        ).format(base=t.base, net=net, match=t.key_match("b", "n"), guard=guard)
     try:
         cur = conn.execute(query)
     except psycopg.errors.IntegrityError as exc:
@@ -530,6 +536,22 @@ def commit(
         unresolved: list[Conflict] = []
         for t in ordered:
             _build_net(conn, t, session_id, ops)
+        fast: dict[str, dict[str, int]] | None = None
+        if on_conflict == "abort":
+            try:
+                with conn.transaction():
+                    fast = _apply_guarded(conn, ordered, cyclic)
+            except _FastPathMiss:
+                fast = None
+        if fast is not None:
+            result.applied = fast
+            if progress:  # in the order the statements ran
+                for t in ordered:
+                    for kind in ("insert", "update"):
+                        progress(t.label, kind, fast[t.label][kind])
+                for t in reversed(ordered):
+                    progress(t.label, "delete", fast[t.label]["delete"])
+        for t in ordered if fast is None else ():
             handled, bad = _resolve_conflicts(conn, t, _find_conflicts(conn, t), on_conflict)
             result.conflicts.extend(handled)
             unresolved.extend(bad)
@@ -540,13 +562,13 @@ def commit(
                 "on_conflict='skip', 'overwrite' or 'merge', or discard those operations",
                 unresolved,
             )
-        for t in ordered:
+        for t in ordered if fast is None else ():
             counts = result.applied.setdefault(t.label, {"insert": 0, "update": 0, "delete": 0})
             for kind in ("insert", "update"):
                 counts[kind] = _apply_statement(conn, t, kind, cyclic)
                 if progress:
                     progress(t.label, kind, counts[kind])
-        for t in reversed(ordered):
+        for t in reversed(ordered) if fast is None else ():
             counts = result.applied[t.label]
             counts["delete"] = _apply_statement(conn, t, "delete", cyclic)
             if progress:
@@ -558,6 +580,44 @@ def commit(
         _check_deferred(conn)
     result.applied = {k: v for k, v in result.applied.items() if any(v.values())}
     return result
+
+
+class _FastPathMiss(Exception):
+    """The guarded apply met a row that changed (or a clash): take the full path."""
+
+
+def _apply_guarded(
+    conn: psycopg.Connection, ordered: list[EnabledTable], cyclic: set[str]
+) -> dict[str, dict[str, int]]:
+    """Apply with the conflict check folded into each statement.
+
+    Each UPDATE/DELETE touches only base rows still as the session first saw them, so
+    a row count short of the net rows means a conflict; an INSERT that meets an
+    existing key raises. Either way the caller rolls this back and takes the full
+    path, which locks, reports conflicts and applies the policy.
+    """
+    expected: dict[str, dict[str, int]] = {}
+    for t in ordered:
+        expected[t.label] = dict(
+            conn.execute(
+                sql.SQL("SELECT _cow_kind, count(*) FROM {} GROUP BY 1").format(_net_table(t))
+            ).fetchall()
+        )
+    applied: dict[str, dict[str, int]] = {}
+    try:
+        for t in ordered:
+            counts = applied.setdefault(t.label, {"insert": 0, "update": 0, "delete": 0})
+            for kind in ("insert", "update"):
+                counts[kind] = _apply_statement(conn, t, kind, cyclic, guarded=True)
+        for t in reversed(ordered):
+            applied[t.label]["delete"] = _apply_statement(conn, t, "delete", cyclic, guarded=True)
+    except CommitError as exc:
+        raise _FastPathMiss from exc
+    for label, counts in applied.items():
+        for kind, count in counts.items():
+            if count != expected[label].get(kind, 0):
+                raise _FastPathMiss
+    return applied
 
 
 def _check_deferred(conn: psycopg.Connection) -> None:
