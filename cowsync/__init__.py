@@ -9,7 +9,7 @@ Sync, psycopg 3 native. Every function takes a :class:`psycopg.Connection` first
 ...     conn.execute("UPDATE items SET qty = 0")
 """
 
-from .apply import CommitResult, Conflict, DiscardResult, commit, discard
+from .apply import CommitResult, Conflict, DiscardResult, close_operations, commit, discard
 from .binding import Binding, bind, current_binding, new_session_id, session, unbound
 from .config import CowConfig
 from .ddl import alter, refresh, truncate
@@ -81,6 +81,7 @@ __all__ = [
     "annotate",
     "bind",
     "check_hardening",
+    "close_operations",
     "commit",
     "current_binding",
     "dependencies",

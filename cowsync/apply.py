@@ -136,6 +136,24 @@ def _choose_operations(
     return [op for op in known if op in closed]
 
 
+def close_operations(
+    conn: psycopg.Connection,
+    session_id: str,
+    operations: Iterable[str],
+    include: bool = False,
+    direction: Literal["dependencies", "dependents"] = "dependencies",
+) -> list[str]:
+    """The chosen operations plus what they build on (``"dependencies"``, for commit) or
+    what builds on them (``"dependents"``, for discard), in session order.
+
+    Without ``include`` a missing operation raises :class:`DependencyError`, whose
+    ``missing`` names them: what :func:`commit` and :func:`discard` would refuse.
+    """
+    chosen = _choose_operations(conn, session_id, operations, include, direction)
+    assert chosen is not None
+    return chosen
+
+
 # --- commit -----------------------------------------------------------------------
 
 

@@ -6,14 +6,16 @@ unknown operation with "no changes"; on the command line both are almost always 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import psycopg
 
+from ..apply import close_operations
 from ..config import validate_id
+from ..errors import DependencyError
 from ..registry import require_engine
-from ..review import dependencies, operations
+from ..review import operations
 from .errors import CliError, CliRefusal
 
 
@@ -46,17 +48,6 @@ def require_operations(
     return [op for op in known if op in wanted]
 
 
-def _closure(start: set[str], edges: Mapping[str, set[str]]) -> set[str]:
-    seen = set(start)
-    todo = list(start)
-    while todo:
-        for nxt in edges.get(todo.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
-
-
 def close_over(
     conn: psycopg.Connection[Any],
     session_id: str,
@@ -69,26 +60,19 @@ def close_over(
     Without ``include``, a missing operation is refused (exit code 2) before the user is
     asked to confirm anything.
     """
-    deps = dependencies(conn, session_id)
-    edges: dict[str, set[str]] = deps
-    if direction == "dependents":
-        edges = {op: set() for op in deps}
-        for op, needs in deps.items():
-            for need in needs:
-                edges.setdefault(need, set()).add(op)
-    closed = _closure(set(chosen), edges)
-    missing = closed - set(chosen)
-    if missing and not include:
-        names = ", ".join(sorted(missing))
-        adds = " ".join(f"-o {op}" for op in sorted(missing))
+    try:
+        return close_operations(conn, session_id, chosen, include, direction)
+    except DependencyError as exc:
+        missing = sorted(exc.missing)
+        names = ", ".join(missing)
+        adds = " ".join(f"-o {op}" for op in missing)
         if direction == "dependencies":
             raise CliRefusal(
                 f"the chosen operations build on operations not chosen: {names}; "
                 "nothing was applied\n"
                 f"  to go on: add {adds}, or pass --include-dependencies"
-            )
+            ) from None
         raise CliRefusal(
             f"operations not chosen build on the chosen ones: {names}; nothing was discarded\n"
             f"  to go on: add {adds}, or pass --include-dependents"
-        )
-    return [op for op in deps if op in closed]
+        ) from None
