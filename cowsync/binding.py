@@ -15,6 +15,7 @@ import contextvars
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import pq
@@ -223,3 +224,24 @@ def unbound() -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
+
+
+def execute_committed(
+    conn: psycopg.Connection, query: str | bytes, params: list[object] | None = None
+) -> Any:
+    """Run one statement in a transaction of its own, committed: one round trip.
+
+    For an idle connection (pool checkout, configure, reset): autocommit is switched
+    on client-side for the statement, because a session-level setting made inside a
+    borrower's transaction would be undone by its rollback. ``prepare=False``: the
+    same text runs at every checkout, and a server-side prepared statement would not
+    survive a transaction pooler. Returns the first row.
+    """
+    previous = conn.autocommit
+    if not previous:
+        conn.autocommit = True
+    try:
+        return conn.execute(query, params, prepare=False).fetchone()
+    finally:
+        if not previous and not conn.closed:
+            conn.autocommit = False

@@ -37,7 +37,13 @@ from psycopg import pq, sql
 from psycopg_pool import ConnectionPool
 from psycopg_pool.abc import CT, ConnectionCB, ConninfoParam
 
-from ..binding import Binding, binding_statement, current_binding, make_binding
+from ..binding import (
+    Binding,
+    binding_statement,
+    current_binding,
+    execute_committed,
+    make_binding,
+)
 from ..config import DEFAULT_CONFIG, CowConfig
 from ..errors import ConfigurationError
 from .transaction_local import (
@@ -223,10 +229,10 @@ class CowPool(ConnectionPool[CT]):
             return
         self._remember(conn, _UNKNOWN)
         if binding is None:
-            _execute_committed(conn, self._clear_statement)
+            execute_committed(conn, self._clear_statement)
         else:
             query, params = binding_statement(binding, self._config)
-            _execute_committed(conn, query, params)
+            execute_committed(conn, query, params)
         self._remember(conn, binding)
         self._count("cow_bindings_applied")
 
@@ -238,7 +244,7 @@ class CowPool(ConnectionPool[CT]):
         values = binding.settings(self._config)
         if binding.visible_operations:
             # Materialise the preview once per checkout (it writes), not per transaction.
-            row = _execute_committed(
+            row = execute_committed(
                 conn,
                 "SELECT cowsync.prepare_preview(%s, %s)",
                 [binding.session_id, values[self._config.visible_operations_variable]],
@@ -285,7 +291,7 @@ class CowPool(ConnectionPool[CT]):
         if isinstance(conn, TransactionLocalConnection):
             conn.state_binding(None, bound=False)
         self._remember(conn, _UNKNOWN)
-        _execute_committed(conn, self._clear_statement)
+        execute_committed(conn, self._clear_statement)
         self._remember(conn, None)
         if isinstance(conn, TransactionLocalConnection):
             conn.state_binding(dict.fromkeys(self._config.variables, ""), bound=False)
@@ -353,24 +359,3 @@ def _clear_statement(config: CowConfig) -> bytes:
         for name in config.variables
     ]
     return (sql.SQL("SELECT ") + sql.SQL(", ").join(calls)).as_bytes(None)
-
-
-def _execute_committed(
-    conn: psycopg.Connection[Any], query: str | bytes, params: list[object] | None = None
-) -> Any:
-    """Run one statement in a transaction of its own, committed: one round trip.
-
-    The connection is idle here (checkout, configure, reset), so autocommit can be
-    switched on client-side for the statement; a session-level setting made inside
-    the borrower's transaction would be undone by its rollback.
-    """
-    previous = conn.autocommit
-    if not previous:
-        conn.autocommit = True
-    try:
-        # prepare=False: the same text runs at every checkout, and a server-side
-        # prepared statement would not survive a transaction pooler.
-        return conn.execute(query, params, prepare=False).fetchone()
-    finally:
-        if not previous and not conn.closed:
-            conn.autocommit = False

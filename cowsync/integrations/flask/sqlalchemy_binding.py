@@ -40,7 +40,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.pool.base import PoolResetState
 
-from ...binding import Binding, binding_statement, current_binding
+from ...binding import Binding, binding_statement, current_binding, execute_committed
 from ...config import DEFAULT_CONFIG, CowConfig
 from ...errors import ConfigurationError
 from ...pool import TransactionLocalConnection
@@ -271,19 +271,11 @@ class EngineBinding:
 def _execute_committed(
     conn: psycopg.Connection[Any], query: str, params: list[object] | None = None
 ) -> Any:
-    """Run one statement in a transaction of its own (the connection is idle): one round trip."""
-    status = conn.info.transaction_status
-    if status != _IDLE:
+    """:func:`cowsync.binding.execute_committed`, after dropping a leftover transaction."""
+    if conn.info.transaction_status != _IDLE:
         # A pre-ping or a dialect query may have left a transaction with nothing to keep.
         conn.rollback()
-    previous = conn.autocommit
-    if not previous:
-        conn.autocommit = True
-    try:
-        return conn.execute(query, params, prepare=False).fetchone()
-    finally:
-        if not previous and not conn.closed:
-            conn.autocommit = False
+    return execute_committed(conn, query, params)
 
 
 _registry_lock = threading.Lock()
