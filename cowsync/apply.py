@@ -349,7 +349,7 @@ def _apply_statement(
     conn: psycopg.Connection,
     t: EnabledTable,
     kind: str,
-    cyclic: set[str] = frozenset(),  # type: ignore[assignment]
+    cyclic: frozenset[str] | set[str] = frozenset(),
     guarded: bool = False,
 ) -> int:
     net = _net_table(t)

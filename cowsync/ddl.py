@@ -15,6 +15,7 @@ from .install import (
     _apply_decorations,
     _build_layout,
     _install_table_objects,
+    _layout_from_row,
     _lock,
     _pending,
     _read_decorations,
@@ -63,7 +64,7 @@ def alter(
         label = f"{schema}.{view_name}"
         view_oid = _oid(conn, schema, view_name)
         decorations = _read_decorations(conn, view_oid)
-        before = _layout(conn, row)
+        before = _layout_from_row(conn, row)
         conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier(schema, view_name)))
         if actions is not None:
             conn.execute(
@@ -144,12 +145,6 @@ def _oid(conn: psycopg.Connection, schema: str, name: str) -> int:
     ).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def _layout(conn: psycopg.Connection, row: tuple[object, ...]) -> render.TableLayout:
-    from .install import _layout_from_row
-
-    return _layout_from_row(conn, row)
 
 
 def _renames(before: render.TableLayout, info: catalog.TableInfo) -> dict[str, str]:

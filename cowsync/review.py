@@ -293,10 +293,8 @@ def net_rows(
             ).format(changes=table.changes),
             params,
         )
-    op_filter: sql.Composable = sql.SQL("")
-    if operations is not None:
-        op_filter = sql.SQL(" AND c._cow_operation = ANY(%(ops)s)")
-        params["ops"] = list(operations)
+    op_filter = sql.SQL(" AND c._cow_operation = ANY(%(ops)s)")
+    params["ops"] = list(operations)
     query = sql.SQL(
         "SELECT DISTINCT ON ({keys}) c.* FROM ONLY {changes} AS c "
         "WHERE c._cow_session = %(sid)s{op_filter} ORDER BY {keys}, c._cow_seq DESC"
