@@ -167,30 +167,50 @@ _META = (
 )
 
 
+def _row_image(t: EnabledTable, alias: str) -> sql.Composed:
+    """``alias``'s columns as jsonb, built column by column: what ``to_jsonb`` of the
+    base row gives, without copying the change store's own columns first."""
+    return sql.SQL("jsonb_build_object({})").format(
+        sql.SQL(", ").join(
+            sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier(alias, c)) for c in t.columns
+        )
+    )
+
+
 def _build_net(
-    conn: psycopg.Connection, t: EnabledTable, session_id: str, ops: list[str] | None
+    conn: psycopg.Connection,
+    t: EnabledTable,
+    session_id: str,
+    ops: list[str] | None,
+    normalise: bool = True,
 ) -> None:
     """Materialise the net effect per key, classified as insert/update/delete/none.
 
-    ``_cow_before_n`` is the first-touch image re-rendered by this connection
-    (through the base's row type), so comparisons with ``to_jsonb`` of current rows
-    do not depend on settings such as TimeZone that were in force when it was taken.
+    Normalised, ``_cow_before_n`` is the first-touch image re-rendered by this
+    connection (through the base's row type), so comparisons with ``to_jsonb`` of
+    current rows do not depend on settings such as TimeZone that were in force when
+    it was taken. Without normalising (the guarded fast path) the image is used as
+    recorded: a setting that renders a value differently can only make a row look
+    changed, which the guard then treats as a conflict and the full path re-checks.
     """
     net, params = net_rows(t, ops)
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(_net_table(t)))
+    before = (
+        sql.SQL("to_jsonb(jsonb_populate_record(NULL::{}, n._cow_before))").format(t.base)
+        if normalise
+        else sql.SQL("n._cow_before")
+    )
     conn.execute(
         sql.SQL(
             "CREATE TEMP TABLE {net_table} AS "
             "SELECT n.*, bn.before_n AS _cow_before_n, CASE "
             " WHEN NOT n._cow_existed AND NOT n._cow_deleted THEN 'insert' "
             " WHEN n._cow_existed AND n._cow_deleted THEN 'delete' "
-            " WHEN n._cow_existed AND (to_jsonb(n.*) - {meta}) IS DISTINCT FROM bn.before_n "
+            " WHEN n._cow_existed AND {image} IS DISTINCT FROM bn.before_n "
             "   THEN 'update' "
             " ELSE 'none' END AS _cow_kind "
             "FROM ({net}) AS n "
-            "CROSS JOIN LATERAL (SELECT to_jsonb(jsonb_populate_record(NULL::{base}, "
-            "n._cow_before)) AS before_n) AS bn"
-        ).format(net_table=_net_table(t), meta=sql.SQL(_META), net=net, base=t.base),
+            "CROSS JOIN LATERAL (SELECT {before} AS before_n) AS bn"
+        ).format(net_table=_net_table(t), image=_row_image(t, "n"), net=net, before=before),
         {"sid": session_id, **params},
     )
 
@@ -481,10 +501,16 @@ def _restore_current(conn: psycopg.Connection, t: EnabledTable, session_id: str)
     )
 
 
-def _forget_empty_operations(conn: psycopg.Connection, session_id: str) -> None:
-    """Drop previews, and registry entries of operations (and the session) with nothing left."""
-    conn.execute("SELECT cowsync.drop_previews(%s)", (session_id,))
-    tables = enabled_tables(conn)
+def _forget_empty_operations(
+    conn: psycopg.Connection, session_id: str, tables: list[EnabledTable]
+) -> None:
+    """Drop previews, and registry entries of operations (and the session) with nothing
+    left; ``tables`` are all enabled tables."""
+    conn.execute(  # only when there is one: the function visits every change store
+        "SELECT cowsync.drop_previews(%(sid)s) "
+        "WHERE EXISTS (SELECT 1 FROM cowsync.sessions WHERE preview_of = %(sid)s)",
+        {"sid": session_id},
+    )
     if tables:
         live = sql.SQL(" UNION ").join(
             sql.SQL(
@@ -552,56 +578,117 @@ def commit(
             session_id, ops if ops is not None else _session_operations(conn, session_id)
         )
         unresolved: list[Conflict] = []
+        guarded = on_conflict == "abort"
         for t in ordered:
-            _build_net(conn, t, session_id, ops)
+            _build_net(conn, t, session_id, ops, normalise=not guarded)
         fast: dict[str, dict[str, int]] | None = None
-        if on_conflict == "abort":
+        if guarded:
             try:
                 with conn.transaction():
                     fast = _apply_guarded(conn, ordered, cyclic)
             except _FastPathMiss:
-                fast = None
+                for t in ordered:  # the full path compares normalised images
+                    conn.execute(sql.SQL("DROP TABLE pg_temp.{}").format(_net_table(t)))
+                    _build_net(conn, t, session_id, ops)
         if fast is not None:
             result.applied = fast
-            if progress:  # in the order the statements ran
-                for t in ordered:
-                    for kind in ("insert", "update"):
-                        progress(t.label, kind, fast[t.label][kind])
-                for t in reversed(ordered):
-                    progress(t.label, "delete", fast[t.label]["delete"])
-        for t in ordered if fast is None else ():
-            handled, bad = _resolve_conflicts(conn, t, _find_conflicts(conn, t), on_conflict)
-            result.conflicts.extend(handled)
-            unresolved.extend(bad)
-        if unresolved:
-            raise ConflictError(
-                f"{len(unresolved)} row(s) changed in the base after session {session_id!r} "
-                "touched them; nothing was applied. Review the conflicts, then commit with "
-                "on_conflict='skip', 'overwrite' or 'merge', or discard those operations",
-                unresolved,
-            )
-        for t in ordered if fast is None else ():
-            counts = result.applied.setdefault(t.label, {"insert": 0, "update": 0, "delete": 0})
-            for kind in ("insert", "update"):
-                counts[kind] = _apply_statement(conn, t, kind, cyclic)
-                if progress:
-                    progress(t.label, kind, counts[kind])
-        for t in reversed(ordered) if fast is None else ():
-            counts = result.applied[t.label]
-            counts["delete"] = _apply_statement(conn, t, "delete", cyclic)
-            if progress:
-                progress(t.label, "delete", counts["delete"])
+            _report(progress, _steps(ordered, deletes_first=False), fast)
+        else:
+            for t in ordered:
+                handled, bad = _resolve_conflicts(conn, t, _find_conflicts(conn, t), on_conflict)
+                result.conflicts.extend(handled)
+                unresolved.extend(bad)
+            if unresolved:
+                raise ConflictError(
+                    f"{len(unresolved)} row(s) changed in the base after session "
+                    f"{session_id!r} touched them; nothing was applied. Review the conflicts, "
+                    "then commit with on_conflict='skip', 'overwrite' or 'merge', or discard "
+                    "those operations",
+                    unresolved,
+                )
+            result.applied = _apply_in_either_order(conn, ordered, cyclic, progress)
         for t in ordered:
             _settle_session(conn, t, session_id, ops)
             conn.execute(sql.SQL("DROP TABLE pg_temp.{}").format(_net_table(t)))
-        _forget_empty_operations(conn, session_id)
-        _check_deferred(conn)
+        _forget_empty_operations(conn, session_id, all_tables)
+        _check_deferred(conn, all_tables)
     result.applied = {k: v for k, v in result.applied.items() if any(v.values())}
     return result
 
 
 class _FastPathMiss(Exception):
     """The guarded apply met a row that changed (or a clash): take the full path."""
+
+
+Step = tuple[EnabledTable, str]
+
+
+def _steps(ordered: list[EnabledTable], deletes_first: bool) -> list[Step]:
+    """The statements of a commit, in order.
+
+    The usual order inserts and updates parents first, then deletes children first,
+    so a child can move to a new parent and away from one being deleted. Deleting
+    first instead frees unique values (and keys) that inserted or updated rows reuse;
+    there each table's updates run before its inserts, for values an update frees.
+    """
+    deletes = [(t, "delete") for t in reversed(ordered)]
+    if deletes_first:
+        return deletes + [(t, kind) for t in ordered for kind in ("update", "insert")]
+    return [(t, kind) for t in ordered for kind in ("insert", "update")] + deletes
+
+
+def _run_steps(
+    conn: psycopg.Connection, steps: list[Step], cyclic: set[str], guarded: bool = False
+) -> dict[str, dict[str, int]]:
+    applied: dict[str, dict[str, int]] = {}
+    for t, kind in steps:
+        counts = applied.setdefault(t.label, {"insert": 0, "update": 0, "delete": 0})
+        counts[kind] = _apply_statement(conn, t, kind, cyclic, guarded=guarded)
+    return applied
+
+
+def _report(
+    progress: ProgressCallback | None, steps: list[Step], applied: dict[str, dict[str, int]]
+) -> None:
+    for t, kind in steps if progress else ():
+        assert progress is not None
+        progress(t.label, kind, applied[t.label][kind])
+
+
+def _frees_values(exc: CommitError) -> bool:
+    """A unique or exclusion clash: what applying deletes first may resolve."""
+    return isinstance(
+        exc.__cause__, (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation)
+    )
+
+
+def _apply_in_either_order(
+    conn: psycopg.Connection,
+    ordered: list[EnabledTable],
+    cyclic: set[str],
+    progress: ProgressCallback | None,
+) -> dict[str, dict[str, int]]:
+    """Apply in the usual order; if a unique value clashes, try deleting first.
+
+    A session that deleted a row (or changed its key) and gave its unique value to
+    another row needs the delete to run first, which the usual order cannot do. Each
+    attempt runs in a savepoint; if both fail, the first order's error is raised.
+    """
+    try:
+        with conn.transaction():
+            steps = _steps(ordered, deletes_first=False)
+            applied = _run_steps(conn, steps, cyclic)
+    except CommitError as first:
+        if not _frees_values(first):
+            raise
+        try:
+            with conn.transaction():
+                steps = _steps(ordered, deletes_first=True)
+                applied = _run_steps(conn, steps, cyclic)
+        except CommitError:
+            raise first from first.__cause__
+    _report(progress, steps, applied)
+    return applied
 
 
 def _apply_guarded(
@@ -614,21 +701,17 @@ def _apply_guarded(
     existing key raises. Either way the caller rolls this back and takes the full
     path, which locks, reports conflicts and applies the policy.
     """
-    expected: dict[str, dict[str, int]] = {}
-    for t in ordered:
-        expected[t.label] = dict(
-            conn.execute(
-                sql.SQL("SELECT _cow_kind, count(*) FROM {} GROUP BY 1").format(_net_table(t))
-            ).fetchall()
+    expected: dict[str, dict[str, int]] = {t.label: {} for t in ordered}
+    counts_query = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {}::text, _cow_kind, count(*) FROM {} GROUP BY 2").format(
+            sql.Literal(t.label), _net_table(t)
         )
-    applied: dict[str, dict[str, int]] = {}
+        for t in ordered
+    )
+    for label, kind, count in conn.execute(counts_query):
+        expected[label][kind] = count
     try:
-        for t in ordered:
-            counts = applied.setdefault(t.label, {"insert": 0, "update": 0, "delete": 0})
-            for kind in ("insert", "update"):
-                counts[kind] = _apply_statement(conn, t, kind, cyclic, guarded=True)
-        for t in reversed(ordered):
-            applied[t.label]["delete"] = _apply_statement(conn, t, "delete", cyclic, guarded=True)
+        applied = _run_steps(conn, _steps(ordered, deletes_first=False), cyclic, guarded=True)
     except CommitError as exc:
         raise _FastPathMiss from exc
     for label, counts in applied.items():
@@ -638,10 +721,10 @@ def _apply_guarded(
     return applied
 
 
-def _check_deferred(conn: psycopg.Connection) -> None:
+def _check_deferred(conn: psycopg.Connection, tables: list[EnabledTable]) -> None:
     """Check deferred constraints now, so a failure is a CommitError and not an
     error escaping from the transaction's COMMIT."""
-    labels = {(t.schema, t.base_name): t.label for t in enabled_tables(conn)}
+    labels = {(t.schema, t.base_name): t.label for t in tables}
     try:
         conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
     except psycopg.errors.IntegrityError as exc:
@@ -676,7 +759,8 @@ def discard(
     with conn.transaction():
         _lock_session(conn, session_id)
         ops = _choose_operations(conn, session_id, operations, include_dependents, "dependents")
-        scope = enabled_tables(conn, tables)
+        all_tables = enabled_tables(conn)
+        scope = enabled_tables(conn, tables) if tables is not None else all_tables
         result = DiscardResult(
             session_id, ops if ops is not None else _session_operations(conn, session_id)
         )
@@ -697,5 +781,5 @@ def discard(
                 _restore_current(conn, t, session_id)
             if removed:
                 result.discarded[t.label] = removed
-        _forget_empty_operations(conn, session_id)
+        _forget_empty_operations(conn, session_id, all_tables)
     return result

@@ -210,6 +210,9 @@ AS $fn$
 DECLARE
     t record;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM cowsync.sessions WHERE preview_of = p_session) THEN
+        RETURN;  -- the usual case: no preview to visit every change store for
+    END IF;
     FOR t IN SELECT * FROM cowsync.tables ORDER BY id LOOP
         EXECUTE format(
             'DELETE FROM ONLY %I.%I WHERE _cow_session IN '

@@ -376,12 +376,6 @@ def test_commit_of_a_changed_key_deletes_the_old_row_and_inserts_the_new(shop):
     assert rows(shop, "orders") == [APPLE, PEAR, (30, 2, "plum", 5)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="documented limitation (docs/limitations.md): commit inserts before it deletes, "
-    "so a unique value the session freed (row deleted, or its key changed) and reused fails "
-    "with CommitError",
-)
 @pytest.mark.parametrize(
     "statements",
     [
@@ -403,11 +397,37 @@ def test_commit_of_a_unique_value_freed_and_reused_in_the_session(shop, statemen
     assert rows(shop, "customers") == expected
 
 
+def test_commit_that_reuses_a_freed_value_reports_progress_in_the_order_applied(shop):
+    # The usual order (insert first) clashes on customers_name_key; deleting first works.
+    write(shop, "s1", "a", "DELETE FROM customers WHERE id = 3")
+    write(shop, "s1", "b", "INSERT INTO customers (id, name) VALUES (30, 'cy')")
+    reports: list[tuple[str, str, int]] = []
+
+    result = cowsync.commit(shop, "s1", progress=lambda *args: reports.append(args))
+
+    applied = [(kind, n) for table, kind, n in reports if table == "public.customers" and n]
+    assert applied == [("delete", 1), ("insert", 1)]
+    assert result.applied["public.customers"] == {"insert": 1, "update": 0, "delete": 1}
+
+
+def test_commit_whose_unique_clash_no_order_resolves_names_the_constraint(shop, connect):
+    # Production took the value the session gives a new row: neither order can apply it.
+    write(shop, "s1", "a", "INSERT INTO customers (id, name) VALUES (40, 'dee')")
+    connect().execute("INSERT INTO customers (id, name) VALUES (41, 'dee')")
+
+    with pytest.raises(cowsync.CommitError) as raised:
+        cowsync.commit(shop, "s1")
+
+    assert raised.value.constraint == "customers_name_key"
+    assert raised.value.table == "public.customers"
+    assert (40, "dee") in [r[:2] for r in rows(shop, "customers", "s1")]
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="documented limitation (docs/limitations.md): commit applies all updates of a "
-    "table in one statement, and a non-deferrable unique index is checked row by row, so "
-    "swapping two unique values fails",
+    reason="documented limitation (docs/limitations.md, swapping unique values): commit "
+    "applies all updates of a table in one statement, and a non-deferrable unique index is "
+    "checked row by row, so swapping two unique values fails in either order",
 )
 def test_commit_of_two_rows_swapping_a_unique_value(shop):
     write(shop, "s1", "a", "UPDATE customers SET name = 'tmp' WHERE id = 1")
