@@ -434,10 +434,10 @@ def _apply_statement(
 
 def _settle_session(
     conn: psycopg.Connection,
-    t: EnabledTable,
+    ordered: list[EnabledTable],
     session_id: str,
     ops: list[str] | None,
-) -> int:
+) -> None:
     """Remove what the commit read from the session; re-anchor what remains on the new base.
 
     Only rows the commit saw go: for each key it read, the rows (of the chosen
@@ -446,45 +446,56 @@ def _settle_session(
     """
     params: dict[str, Any] = {"sid": session_id, "ops": ops}
     op_filter = sql.SQL(" AND c._cow_operation = ANY(%(ops)s)") if ops is not None else sql.SQL("")
-    removed = conn.execute(
-        sql.SQL(
-            "DELETE FROM ONLY {changes} AS c USING {net} AS n "
-            "WHERE c._cow_session = %(sid)s AND {match} AND c._cow_seq <= n._cow_seq{op_filter}"
-        ).format(
-            changes=t.changes,
-            net=_net_table(t),
-            match=t.key_match("c", "n"),
-            op_filter=op_filter,
-        ),
-        params,
-    ).rowcount
-    if ops is None:
-        left = conn.execute(
-            sql.SQL("SELECT 1 FROM ONLY {} WHERE _cow_session = %(sid)s LIMIT 1").format(t.changes),
+    for t in ordered:
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM ONLY {changes} AS c USING {net} AS n "
+                "WHERE c._cow_session = %(sid)s AND {match} AND c._cow_seq <= n._cow_seq"
+                "{op_filter}"
+            ).format(
+                changes=t.changes,
+                net=_net_table(t),
+                match=t.key_match("c", "n"),
+                op_filter=op_filter,
+            ),
+            params,
+        )
+    remaining = ordered
+    if ops is None:  # the usual whole-session commit: usually nothing is left to re-anchor
+        left = sql.SQL(" UNION ALL ").join(
+            sql.SQL("(SELECT {}::int FROM ONLY {} WHERE _cow_session = %(sid)s LIMIT 1)").format(
+                sql.Literal(i), t.changes
+            )
+            for i, t in enumerate(ordered)
+        )
+        found = {r[0] for r in conn.execute(left, {"sid": session_id})}
+        remaining = [t for i, t in enumerate(ordered) if i in found]
+    for t in remaining:
+        # What remains of those keys now builds on the base as the commit left it.
+        conn.execute(
+            sql.SQL(
+                "UPDATE ONLY {changes} AS c SET _cow_existed = b_row IS NOT NULL, "
+                "_cow_before = b_row "
+                "FROM (SELECT {n_keys}, to_jsonb(b.*) AS b_row FROM {net} AS n "
+                "      LEFT JOIN ONLY {base} AS b ON {bn_match}) AS n "
+                "WHERE c._cow_session = %(sid)s AND {cn_match}"
+            ).format(
+                changes=t.changes,
+                n_keys=t.keys("n"),
+                net=_net_table(t),
+                base=t.base,
+                bn_match=t.key_match("b", "n"),
+                cn_match=t.key_match("c", "n"),
+            ),
             {"sid": session_id},
-        ).fetchone()
-        if left is None:  # the usual whole-session commit: nothing to re-anchor
-            return removed
-    # What remains of those keys now builds on the base as the commit left it.
+        )
+        _restore_current(conn, t, session_id)
+    # One statement drops every net table (they exist only inside this commit).
     conn.execute(
-        sql.SQL(
-            "UPDATE ONLY {changes} AS c SET _cow_existed = b_row IS NOT NULL, "
-            "_cow_before = b_row "
-            "FROM (SELECT {n_keys}, to_jsonb(b.*) AS b_row FROM {net} AS n "
-            "      LEFT JOIN ONLY {base} AS b ON {bn_match}) AS n "
-            "WHERE c._cow_session = %(sid)s AND {cn_match}"
-        ).format(
-            changes=t.changes,
-            n_keys=t.keys("n"),
-            net=_net_table(t),
-            base=t.base,
-            bn_match=t.key_match("b", "n"),
-            cn_match=t.key_match("c", "n"),
-        ),
-        {"sid": session_id},
+        sql.SQL("DROP TABLE {}").format(
+            sql.SQL(", ").join(sql.SQL("pg_temp.{}").format(_net_table(t)) for t in ordered)
+        )
     )
-    _restore_current(conn, t, session_id)
-    return removed
 
 
 def _restore_current(conn: psycopg.Connection, t: EnabledTable, session_id: str) -> None:
@@ -607,9 +618,8 @@ def commit(
                     unresolved,
                 )
             result.applied = _apply_in_either_order(conn, ordered, cyclic, progress)
-        for t in ordered:
-            _settle_session(conn, t, session_id, ops)
-            conn.execute(sql.SQL("DROP TABLE pg_temp.{}").format(_net_table(t)))
+        if ordered:
+            _settle_session(conn, ordered, session_id, ops)
         _forget_empty_operations(conn, session_id, all_tables)
         _check_deferred(conn, all_tables)
     result.applied = {k: v for k, v in result.applied.items() if any(v.values())}
@@ -701,6 +711,8 @@ def _apply_guarded(
     existing key raises. Either way the caller rolls this back and takes the full
     path, which locks, reports conflicts and applies the policy.
     """
+    if not ordered:
+        return {}
     expected: dict[str, dict[str, int]] = {t.label: {} for t in ordered}
     counts_query = sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT {}::text, _cow_kind, count(*) FROM {} GROUP BY 2").format(

@@ -644,3 +644,11 @@ def test_a_deferred_constraint_violation_at_commit_raises_commit_error(cow, conn
     assert caught.value.constraint == "pets_owner_id_fkey"
     assert rows(cow, "pets") == []
     assert session_state(cow, "s1") == session_before
+
+
+def test_commit_and_discard_with_no_table_in_scope_are_empty_results(shop):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 1 WHERE id = 1")
+
+    assert cowsync.commit(shop, "s1", tables=[]).nothing_to_commit
+    assert cowsync.discard(shop, "s1", tables=[]).total == 0
+    assert rows(shop, "customers", "s1")[0][3] == 1  # still pending
