@@ -1,7 +1,8 @@
-"""The unique indexes and foreign keys a session must honour, read from the catalog.
+"""The unique indexes, EXCLUDE constraints and foreign keys a session must honour,
+read from the catalog.
 
 The base enforces them for production writes. Session writes land in the change
-store, which does not inherit unique indexes or foreign keys, so the trigger judges
+store, which does not inherit indexes or foreign keys, so the trigger judges
 them against what the session sees; these descriptions feed that rendering.
 """
 
@@ -46,6 +47,8 @@ class ForeignKeyOut:
     parent: Relation
     parent_columns: tuple[str, ...]
     match_full: bool
+    deferrable: bool = False  # pg_constraint.condeferrable
+    initially_deferred: bool = False  # pg_constraint.condeferred
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,11 @@ class ForeignKeyIn:
     on_delete: str  # a, r, c, n, d (pg_constraint.confdeltype)
     on_update: str
     child_defaults: tuple[bool, ...]  # whether each child column has a default
+    deferrable: bool = False  # pg_constraint.condeferrable
+    initially_deferred: bool = False  # pg_constraint.condeferred
+    # This table has a CHECK constraint of the same name, which its change store
+    # inherits: a constraint trigger there cannot take the foreign key's name.
+    name_taken: bool = False
 
 
 def _relation(conn: psycopg.Connection, oid: int) -> Relation:
@@ -104,6 +112,66 @@ def unique_checks(
     ]
 
 
+@dataclass(frozen=True)
+class ExclusionCheck:
+    """An EXCLUDE constraint of the base: no two rows may match on every element."""
+
+    name: str
+    index_name: str
+    method: str  # the index's access method (gist, spgist, btree, hash)
+    expressions: tuple[str, ...]  # each element as pg_get_indexdef prints it
+    columns: tuple[str | None, ...]  # each element's bare column name, None for an expression
+    operators: tuple[tuple[str, str], ...]  # (schema, name) of each element's operator
+    opclasses: tuple[tuple[str, str], ...]  # (schema, name) of each element's operator class
+    predicate: str | None  # EXCLUDE ... WHERE (...)
+
+
+def exclusion_checks(conn: psycopg.Connection, base_oid: int) -> list[ExclusionCheck]:
+    """The base's EXCLUDE constraints (pg_constraint.contype 'x')."""
+    rows = conn.execute(
+        """
+        SELECT con.conname, ic.relname, am.amname,
+               ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true)
+                     FROM generate_series(1, i.indnkeyatts) AS k ORDER BY k),
+               ARRAY(SELECT a.attname::text FROM generate_series(1, i.indnkeyatts) AS k
+                     LEFT JOIN pg_attribute a
+                            ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k - 1]
+                            AND i.indkey[k - 1] <> 0
+                     ORDER BY k),
+               ARRAY(SELECT ARRAY[opn.nspname::text, op.oprname::text]
+                     FROM unnest(con.conexclop) WITH ORDINALITY AS x(oid, k)
+                     JOIN pg_operator op ON op.oid = x.oid
+                     JOIN pg_namespace opn ON opn.oid = op.oprnamespace ORDER BY x.k),
+               ARRAY(SELECT ARRAY[ocn.nspname::text, oc.opcname::text]
+                     FROM unnest(i.indclass::oid[]) WITH ORDINALITY AS x(oid, k)
+                     JOIN pg_opclass oc ON oc.oid = x.oid
+                     JOIN pg_namespace ocn ON ocn.oid = oc.opcnamespace
+                     WHERE x.k <= i.indnkeyatts ORDER BY x.k),
+               pg_get_expr(i.indpred, i.indrelid)
+        FROM pg_constraint con
+        JOIN pg_index i ON i.indexrelid = con.conindid
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_am am ON am.oid = ic.relam
+        WHERE con.contype = 'x' AND con.conrelid = %s
+        ORDER BY con.conname
+        """,
+        (base_oid,),
+    ).fetchall()
+    return [
+        ExclusionCheck(
+            name,
+            index_name,
+            method,
+            tuple(exprs),
+            tuple(columns),
+            tuple((schema, op) for schema, op in operators),
+            tuple((schema, opc) for schema, opc in opclasses),
+            pred,
+        )
+        for name, index_name, method, exprs, columns, operators, opclasses, pred in rows
+    ]
+
+
 def _names(conn: psycopg.Connection, rel: int, attnums: list[int]) -> tuple[str, ...]:
     rows = conn.execute(
         """
@@ -118,7 +186,8 @@ def _names(conn: psycopg.Connection, rel: int, attnums: list[int]) -> tuple[str,
 def foreign_keys_out(conn: psycopg.Connection, base_oid: int) -> list[ForeignKeyOut]:
     rows = conn.execute(
         """
-        SELECT conname, conkey::int2[], confrelid::int, confkey::int2[], confmatchtype::text
+        SELECT conname, conkey::int2[], confrelid::int, confkey::int2[], confmatchtype::text,
+               condeferrable, condeferred
         FROM pg_constraint WHERE contype = 'f' AND conrelid = %s ORDER BY conname
         """,
         (base_oid,),
@@ -130,8 +199,10 @@ def foreign_keys_out(conn: psycopg.Connection, base_oid: int) -> list[ForeignKey
             _relation(conn, parent),
             _names(conn, parent, list(confkey)),
             match == "f",
+            deferrable,
+            deferred,
         )
-        for name, conkey, parent, confkey, match in rows
+        for name, conkey, parent, confkey, match, deferrable, deferred in rows
     ]
 
 
@@ -142,7 +213,10 @@ def foreign_keys_in(conn: psycopg.Connection, base_oid: int) -> list[ForeignKeyI
                con.confdeltype::text, con.confupdtype::text,
                ARRAY(SELECT d.adrelid IS NOT NULL FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
                      LEFT JOIN pg_attrdef d ON d.adrelid = con.conrelid AND d.adnum = k.n
-                     ORDER BY k.o)
+                     ORDER BY k.o),
+               con.condeferrable, con.condeferred,
+               EXISTS (SELECT 1 FROM pg_constraint own WHERE own.conrelid = con.confrelid
+                       AND own.contype = 'c' AND own.conname = con.conname)
         FROM pg_constraint con WHERE con.contype = 'f' AND con.confrelid = %s
         ORDER BY con.conname
         """,
@@ -150,13 +224,16 @@ def foreign_keys_in(conn: psycopg.Connection, base_oid: int) -> list[ForeignKeyI
     ).fetchall()
     return [
         ForeignKeyIn(
-            name,
-            _relation(conn, child),
-            _names(conn, child, list(conkey)),
-            _names(conn, base_oid, list(confkey)),
-            on_delete,
-            on_update,
-            tuple(defaults),
+            name=row[0],
+            child=_relation(conn, row[1]),
+            child_columns=_names(conn, row[1], list(row[2])),
+            columns=_names(conn, base_oid, list(row[3])),
+            on_delete=row[4],
+            on_update=row[5],
+            child_defaults=tuple(row[6]),
+            deferrable=row[7],
+            initially_deferred=row[8],
+            name_taken=row[9],
         )
-        for name, child, conkey, confkey, on_delete, on_update, defaults in rows
+        for row in rows
     ]

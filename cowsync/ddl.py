@@ -216,14 +216,18 @@ def truncate(conn: psycopg.Connection, table: str | tuple[str, str]) -> int:
     changes). In a session it deletes every row the session sees, through the view,
     so the session shows an empty table and a commit deletes them from the base.
     Returns the number of rows removed (-1 when the base was truncated).
+
+    Like ``TRUNCATE`` of one table, it refuses a table that another table references
+    with a foreign key, in both modes and before removing anything:
+    :class:`psycopg.errors.FeatureNotSupported` (``0A000``), as PostgreSQL raises.
     """
     name = parse_table_name(table)
-    _require_deployed(conn)
+    config = _require_deployed(conn)
     row = _registry_row(conn, name)
     if row is None:
         raise NotEnabledError(f"{name} is not COW-enabled; use TRUNCATE")
     schema, view_name, base_name = str(row[1]), str(row[2]), str(row[3])
-    config = _require_deployed(conn)
+    _refuse_if_referenced(conn, schema, view_name, base_name)
     session = conn.execute(
         "SELECT coalesce(current_setting(%s, true), '')", (config.session_variable,)
     ).fetchone()
@@ -233,3 +237,55 @@ def truncate(conn: psycopg.Connection, table: str | tuple[str, str]) -> int:
         ).rowcount
     conn.execute(sql.SQL("TRUNCATE ONLY {}").format(sql.Identifier(schema, base_name)))
     return -1
+
+
+def _refuse_if_referenced(
+    conn: psycopg.Connection, schema: str, view_name: str, base_name: str
+) -> None:
+    """Raise ``0A000`` as ``TRUNCATE`` does when a foreign key of another table
+    references the base (PostgreSQL refuses unless every referencing table is
+    truncated in the same command, and this helper empties one table).
+
+    The check mirrors PostgreSQL's: any foreign key, validated or not, whatever its
+    rows; a table referencing itself does not count. Referencing tables are named
+    as their users know them (the view of an enabled table, not its base). The
+    error is raised by the server so the caller gets a real server error (SQLSTATE,
+    detail and hint in ``diag``; the transaction aborted), as with ``TRUNCATE``.
+    """
+    rows = conn.execute(
+        """
+        SELECT n.nspname, coalesce(t.table_name, c.relname)
+        FROM pg_catalog.pg_constraint k
+        JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN cowsync.tables t ON t.schema_name = n.nspname AND t.base_name = c.relname
+        WHERE k.contype = 'f' AND k.confrelid = %s AND k.conrelid <> k.confrelid
+        GROUP BY 1, 2 ORDER BY n.nspname <> %s, 1, 2
+        """,
+        (_oid(conn, schema, base_name), schema),
+    ).fetchall()
+    if not rows:
+        return
+    # Named as PostgreSQL's detail names them, schema-qualified only from other schemas.
+    names = [f'"{n}"' if s == schema else f'"{s}.{n}"' for s, n in rows]
+    target = f'"{view_name}"'
+    if len(names) == 1:
+        detail = f"Table {names[0]} references {target}."
+    else:
+        detail = f"Tables {', '.join(names)} reference {target}."
+    delete = sql.SQL("DELETE FROM {}").format(sql.Identifier(schema, view_name))
+    hint = (
+        "cowsync.truncate empties one table, so it cannot truncate the referencing "
+        f"tables with it: use {delete.as_string(conn)} instead (the rows of "
+        f"{', '.join(names)} that reference it must go first unless their foreign key cascades)."
+    )
+    body = sql.SQL(
+        "BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', "
+        "MESSAGE = {}, DETAIL = {}, HINT = {}; END"
+    ).format(
+        sql.Literal("cannot truncate a table referenced in a foreign key constraint"),
+        sql.Literal(detail),
+        sql.Literal(hint),
+    )
+    # DO takes no parameters; the texts are quoted literals, as in render.py's bodies.
+    conn.execute(sql.SQL("DO {}").format(sql.Literal(body.as_string(conn))))

@@ -249,6 +249,7 @@ def _build_layout(
         key_constraint=key_constraint,
         columns=tuple(info.columns),
         uniques=tuple(constraints.unique_checks(conn, oid, key_constraint)),
+        exclusions=tuple(constraints.exclusion_checks(conn, oid)),
         fks_out=tuple(constraints.foreign_keys_out(conn, oid)),
         fks_in=tuple(constraints.foreign_keys_in(conn, oid)),
         hardened=is_hardened(conn),
@@ -276,6 +277,41 @@ def _refresh_triggers(conn: psycopg.Connection, config: CowConfig) -> None:
         for statement in render.changes_indexes(layout):
             conn.execute(statement)
         conn.execute(render.trigger_function(layout, config))
+        _sync_fk_checks(conn, layout, config)
+
+
+def _sync_fk_checks(
+    conn: psycopg.Connection, layout: render.TableLayout, config: CowConfig
+) -> None:
+    """Bring the change store's deferred foreign-key checks (constraint triggers and
+    their function) in line with the foreign keys as they are now.
+
+    A trigger whose definition is unchanged is kept, not recreated: dropping a
+    trigger with events still pending in this transaction would lose them.
+    """
+    wanted = {c.name: c for c in render.deferred_checks(layout)}
+    function = render.fk_check_function_name(layout.registry_id)
+    existing = conn.execute(
+        "SELECT t.tgname, t.tgargs FROM pg_trigger t "
+        "WHERE t.tgrelid = %s::regclass AND t.tgfoid = to_regprocedure(%s)",
+        (layout.changes.as_string(conn), function.as_string(conn) + "()"),
+    ).fetchall()
+    kept = set()
+    for name, args in existing:
+        check = wanted.get(name)
+        if check is not None and bytes(args) == check.signature.encode() + b"\0":
+            kept.add(name)
+            continue
+        conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(name), layout.changes))
+    if not wanted:
+        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function))
+        return
+    conn.execute(render.fk_check_function(layout, config))
+    if layout.hardened:  # like every engine function once hardened: not for PUBLIC
+        conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(function))
+    for name, check in wanted.items():
+        if name not in kept:
+            conn.execute(render.fk_check_trigger(layout, check))
 
 
 def _layouts(conn: psycopg.Connection) -> list[render.TableLayout]:
@@ -439,6 +475,7 @@ def _install_table_objects(
         conn.execute(statement)
     conn.execute(render.trigger_function(layout, config))
     conn.execute(render.trigger(layout))
+    _sync_fk_checks(conn, layout, config)
     if decorations is not None:
         _apply_decorations(conn, layout, decorations)
     if owner is not None:
@@ -653,6 +690,11 @@ def _disable_locked(conn: psycopg.Connection, row: tuple[object, ...], force: bo
     conn.execute(
         sql.SQL("DROP FUNCTION IF EXISTS {}()").format(
             sql.Identifier("cowsync", f"write_{registry_id}")
+        )
+    )
+    conn.execute(  # its constraint triggers went with the change store
+        sql.SQL("DROP FUNCTION IF EXISTS {}()").format(
+            render.fk_check_function_name(int(registry_id))  # type: ignore[call-overload]
         )
     )
     conn.execute(

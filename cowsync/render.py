@@ -7,6 +7,8 @@ Every identifier is composed with :class:`psycopg.sql.Identifier` and every valu
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -14,7 +16,7 @@ from psycopg import sql
 from . import sqlfiles
 from .catalog import Column
 from .config import CowConfig
-from .constraints import ForeignKeyIn, ForeignKeyOut, Relation, UniqueCheck
+from .constraints import ExclusionCheck, ForeignKeyIn, ForeignKeyOut, Relation, UniqueCheck
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class TableLayout:
     key_constraint: str
     columns: tuple[Column, ...]
     uniques: tuple[UniqueCheck, ...] = ()
+    exclusions: tuple[ExclusionCheck, ...] = ()
     fks_out: tuple[ForeignKeyOut, ...] = ()
     fks_in: tuple[ForeignKeyIn, ...] = ()
     hardened: bool = False
@@ -113,7 +116,7 @@ def _index_expressions(check: UniqueCheck) -> sql.Composable:
 
 
 def changes_indexes(layout: TableLayout) -> list[sql.Composed]:
-    """Indexes that let unique and foreign-key checks reach session rows by value."""
+    """Indexes that let unique, exclusion and foreign-key checks reach session rows by value."""
     statements = []
     for i, check in enumerate(layout.uniques):
         statements.append(
@@ -126,6 +129,7 @@ def changes_indexes(layout: TableLayout) -> list[sql.Composed]:
                 else sql.SQL(""),
             )
         )
+    statements.extend(_exclusion_index(layout, check) for check in layout.exclusions)
     for i, fk in enumerate(layout.fks_out):
         statements.append(
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
@@ -319,22 +323,135 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, skip: bool) -> sql.Co
     )
 
 
+def _exclusion_index(layout: TableLayout, check: ExclusionCheck) -> sql.Composed:
+    """The EXCLUDE constraint's index (same method, elements, operator classes and
+    predicate) on the change store, so a session's check probes it rather than scanning.
+
+    The view finds a change-store row's session through a per-row probe, not a
+    column predicate, so ``_cow_session`` in this index would not narrow the scan.
+    The name hashes the definition, so an ``alter`` that changes the constraint
+    builds a fresh index rather than finding the old one under a reused name.
+    """
+    elements = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(
+            sql.Identifier(column) if column is not None else sql.SQL("({})").format(sql.SQL(expr)),
+            sql.Identifier(*opclass),
+        )
+        for expr, column, opclass in zip(check.expressions, check.columns, check.opclasses)
+    )
+    definition = sql.SQL("USING {} ({}){}").format(
+        sql.Identifier(check.method),
+        elements,
+        sql.SQL(" WHERE {}").format(sql.SQL(check.predicate)) if check.predicate else sql.SQL(""),
+    )
+    digest = hashlib.sha256(definition.as_string(None).encode()).hexdigest()[:12]
+    return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} {}").format(
+        _index_name(layout, f"x_{digest}"), layout.changes, definition
+    )
+
+
+_OPERATOR_NAME = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
+
+
+def _operator(schema: str, name: str) -> sql.Composed:
+    """``OPERATOR(schema.op)``: the constraint's own operator whatever the search_path."""
+    if not _OPERATOR_NAME.fullmatch(name):  # catalog text, but it is spliced in raw
+        raise ValueError(f"unexpected operator name {name!r}")
+    return sql.SQL("OPERATOR({}.{})").format(sql.Identifier(schema), sql.SQL(name))
+
+
+def _exclusion_check(layout: TableLayout, check: ExclusionCheck, skip: bool) -> sql.Composed:
+    """Refuse NEW when another row the session sees conflicts with it on every element.
+
+    Run after NEW was written (``skip=False``: the row itself is excluded by its key)
+    it raises 23P01 as the table would; run before (``skip=True``, for ON CONFLICT
+    DO NOTHING, which PostgreSQL lets skip exclusion conflicts too) it skips the row.
+    A NULL element never conflicts, and NEW outside a partial constraint's WHERE is
+    not checked.
+    """
+    fields = [sql.Identifier("_cow_v_row", f"x{i}") for i in range(len(check.expressions))]
+
+    def element(alias: str, expr: str, column: str | None) -> sql.Composable:
+        # Bare columns are qualified, so no PL/pgSQL variable can shadow them.
+        if column is not None:
+            return sql.Identifier(alias, column)
+        return sql.SQL("({})").format(sql.SQL(expr))
+
+    select_list = sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(element("_cow_n", e, c), sql.Identifier(f"x{i}"))
+        for i, (e, c) in enumerate(zip(check.expressions, check.columns))
+    )
+    existing = [element("_cow_x", e, c) for e, c in zip(check.expressions, check.columns)]
+    conflicts = sql.SQL(" AND ").join(
+        sql.SQL("{} {} {}").format(x, _operator(*op), field)
+        for x, op, field in zip(existing, check.operators, fields)
+    )
+    not_null = sql.SQL("").join(sql.SQL(" AND {} IS NOT NULL").format(f) for f in fields)
+    predicate = (
+        sql.SQL(" WHERE {}").format(sql.SQL(check.predicate)) if check.predicate else sql.SQL("")
+    )
+    if check.predicate:
+        conflicts = sql.SQL("{} AND ({})").format(conflicts, sql.SQL(check.predicate))
+    if skip:
+        probe = sql.SQL(
+            "PERFORM 1 FROM {view} AS _cow_x WHERE {conflicts};\nIF FOUND THEN RETURN NULL; END IF;"
+        ).format(view=layout.view, conflicts=conflicts)
+    else:
+        names = sql.Literal(", ".join(check.expressions))
+        error = _raise(
+            "exclusion_violation",
+            sql.SQL(
+                "format('conflicting key value violates exclusion constraint \"%s\"', {})"
+            ).format(sql.Literal(check.name)),
+            sql.SQL(
+                "format('Key (%s)=(%s) conflicts with existing key (%s)=(%s).', "
+                "{names}, {new}, {names}, _cow_v_clash)"
+            ).format(
+                names=names,
+                new=sql.SQL("concat_ws(', ', {})").format(
+                    sql.SQL(", ").join(sql.SQL("{}::text").format(f) for f in fields)
+                ),
+            ),
+            check.name,
+            layout,
+        )
+        probe = sql.SQL(
+            "DECLARE\n"
+            "    _cow_v_clash text;\n"
+            "BEGIN\n"
+            "    SELECT concat_ws(', ', {existing}) INTO _cow_v_clash FROM {view} AS _cow_x\n"
+            "        WHERE {conflicts} AND ROW({x_keys}) IS DISTINCT FROM ROW({new_keys})\n"
+            "        LIMIT 1;\n"
+            "    IF FOUND THEN {error} END IF;\n"
+            "END;"
+        ).format(
+            existing=sql.SQL(", ").join(sql.SQL("({})::text").format(x) for x in existing),
+            view=layout.view,
+            conflicts=conflicts,
+            x_keys=_ident_list(layout.key_columns, "_cow_x"),
+            new_keys=_ident_list(layout.key_columns, "new"),
+            error=error,
+        )
+    return sql.SQL(
+        "SELECT {select_list} INTO _cow_v_row FROM (SELECT new.*) AS _cow_n{predicate};\n"
+        "IF FOUND{not_null} THEN\n{probe}\nEND IF;"
+    ).format(select_list=select_list, predicate=predicate, not_null=not_null, probe=probe)
+
+
 def _relation_ident(rel: Relation) -> sql.Identifier:
     return sql.Identifier(rel.schema, rel.name)
 
 
-def _fk_out_check(layout: TableLayout, fk: ForeignKeyOut, only_if_changed: bool) -> sql.Composed:
-    """Refuse NEW when the parent row it references is not visible to the session."""
-    present = sql.SQL(" AND ").join(
-        sql.SQL("{} IS NOT NULL").format(sql.Identifier("new", c)) for c in fk.columns
+def _all_present(row: str, columns: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} IS NOT NULL").format(sql.Identifier(row, c)) for c in columns
     )
-    condition: sql.Composable = present
-    if only_if_changed:
-        condition = sql.SQL("ROW({}) IS DISTINCT FROM ROW({}) AND {}").format(
-            _ident_list(fk.columns, "new"), _ident_list(fk.columns, "old"), present
-        )
+
+
+def _fk_out_probe(layout: TableLayout, fk: ForeignKeyOut, row: str) -> sql.Composed:
+    """Raise 23503 unless the parent that ``row`` references is visible to the session."""
     match = sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(sql.Identifier("_cow_p", pc), sql.Identifier("new", c))
+        sql.SQL("{} = {}").format(sql.Identifier("_cow_p", pc), sql.Identifier(row, c))
         for c, pc in zip(fk.columns, fk.parent_columns)
     )
     error = _raise(
@@ -345,18 +462,31 @@ def _fk_out_check(layout: TableLayout, fk: ForeignKeyOut, only_if_changed: bool)
         ).format(sql.Literal(layout.view_name), sql.Literal(fk.name)),
         sql.SQL("format('Key (%s)=(%s) is not present in table \"%s\".', {}, {}, {})").format(
             sql.Literal(", ".join(fk.columns)),
-            _values_text("new", fk.columns),
+            _values_text(row, fk.columns),
             sql.Literal(fk.parent.label),
         ),
         fk.name,
         layout,
     )
     return sql.SQL(
-        "IF {condition} THEN\n"
-        "    PERFORM 1 FROM {parent} AS _cow_p WHERE {match};\n"
-        "    IF NOT FOUND THEN {error} END IF;\n"
-        "END IF;"
-    ).format(condition=condition, parent=_relation_ident(fk.parent), match=match, error=error)
+        "PERFORM 1 FROM {parent} AS _cow_p WHERE {match};\nIF NOT FOUND THEN {error} END IF;"
+    ).format(parent=_relation_ident(fk.parent), match=match, error=error)
+
+
+def _fk_out_check(layout: TableLayout, fk: ForeignKeyOut, only_if_changed: bool) -> sql.Composed:
+    """Refuse NEW when the parent row it references is not visible to the session.
+
+    A foreign key the change store's constraint trigger checks (deferrable) is left to it.
+    """
+    if _defers_out(layout, fk):
+        return sql.Composed([])
+    present = _all_present("new", fk.columns)
+    condition: sql.Composable = present
+    if only_if_changed:
+        condition = sql.SQL("ROW({}) IS DISTINCT FROM ROW({}) AND {}").format(
+            _ident_list(fk.columns, "new"), _ident_list(fk.columns, "old"), present
+        )
+    return sql.SQL("IF {} THEN\n{}\nEND IF;").format(condition, _fk_out_probe(layout, fk, "new"))
 
 
 def _referencing(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composable:
@@ -375,27 +505,35 @@ def _referencing(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composable:
     return match
 
 
+def _fk_in_error(layout: TableLayout, fk: ForeignKeyIn, row: str) -> sql.Composed:
+    """23503 for a parent key (in ``row``) still referenced by a child."""
+    return _raise(
+        "foreign_key_violation",
+        sql.SQL(
+            'format(\'update or delete on table "%s" violates foreign key constraint '
+            '"%s" on table "%s"\', {}, {}, {})'
+        ).format(sql.Literal(layout.view_name), sql.Literal(fk.name), sql.Literal(fk.child.label)),
+        sql.SQL(
+            "format('Key (%s)=(%s) is still referenced from table \"%s\".', {}, {}, {})"
+        ).format(
+            sql.Literal(", ".join(fk.columns)),
+            _values_text(row, fk.columns),
+            sql.Literal(fk.child.label),
+        ),
+        fk.name,
+        layout,
+    )
+
+
 def _fk_in_restrict(layout: TableLayout, fk: ForeignKeyIn, action: str) -> sql.Composed:
-    """Refuse (or, for an action the session cannot carry out, explain) while referenced."""
+    """Refuse (or, for an action the session cannot carry out, explain) while referenced.
+
+    NO ACTION on a deferrable foreign key is left to the change store's constraint trigger.
+    """
+    if action == "a" and _defers_in(layout, fk):
+        return sql.Composed([])
     if action in ("a", "r"):
-        error = _raise(
-            "foreign_key_violation",
-            sql.SQL(
-                'format(\'update or delete on table "%s" violates foreign key constraint '
-                '"%s" on table "%s"\', {}, {}, {})'
-            ).format(
-                sql.Literal(layout.view_name), sql.Literal(fk.name), sql.Literal(fk.child.label)
-            ),
-            sql.SQL(
-                "format('Key (%s)=(%s) is still referenced from table \"%s\".', {}, {}, {})"
-            ).format(
-                sql.Literal(", ".join(fk.columns)),
-                _values_text("old", fk.columns),
-                sql.Literal(fk.child.label),
-            ),
-            fk.name,
-            layout,
-        )
+        error = _fk_in_error(layout, fk, "old")
     elif not fk.child.enabled:
         error = sql.SQL(
             "RAISE EXCEPTION {} USING ERRCODE = 'feature_not_supported', HINT = {};"
@@ -412,6 +550,207 @@ def _fk_in_restrict(layout: TableLayout, fk: ForeignKeyIn, action: str) -> sql.C
     return sql.SQL(
         "PERFORM 1 FROM {child} AS _cow_ch WHERE {match};\nIF FOUND THEN {error} END IF;"
     ).format(child=_relation_ident(fk.child), match=_referencing(layout, fk), error=error)
+
+
+# --- deferrable foreign keys ---------------------------------------------------------------
+#
+# PostgreSQL checks a DEFERRABLE foreign key when its RI trigger fires: at the end of
+# the statement, or at COMMIT / SET CONSTRAINTS ... IMMEDIATE when deferred. Session
+# writes land in the change store, so a constraint trigger on it, named like the
+# foreign key (SET CONSTRAINTS finds it by that name), does the session's check then.
+
+
+@dataclass(frozen=True)
+class DeferredCheck:
+    """One constraint trigger on the change store: the deferrable foreign keys named ``name``
+    (a self-reference is both an outgoing and an incoming one)."""
+
+    name: str
+    initially_deferred: bool
+    fks_out: tuple[ForeignKeyOut, ...]
+    fks_in: tuple[ForeignKeyIn, ...]
+    live: bool  # fires for live current rows (a child written, a referenced value changed)
+    dead: bool  # fires for tombstones (a parent deleted or re-keyed)
+
+    @property
+    def signature(self) -> str:
+        """What the trigger's definition depends on; stored as its argument, so a sync
+        recreates exactly the triggers whose definition changed."""
+        timing = "deferred" if self.initially_deferred else "immediate"
+        return f"cowsync fk v1 {timing} live={self.live} dead={self.dead}"
+
+
+def _key_only(layout: TableLayout, fk: ForeignKeyIn) -> bool:
+    """Whether the referenced columns are row-key columns: then only a tombstone (a
+    delete, or the old key of a key change) can take a referenced value away."""
+    return set(fk.columns) <= set(layout.key_columns)
+
+
+def deferred_checks(layout: TableLayout) -> list[DeferredCheck]:
+    """The constraint triggers the change store needs, one per deferrable foreign-key name.
+
+    Deferred are the child-side check of every deferrable foreign key out, and the
+    NO ACTION check of every deferrable foreign key in (RESTRICT and the referential
+    actions are never deferred). A name that cannot be given to a trigger here (the
+    table has a CHECK constraint of that name, or the keys sharing it disagree on
+    INITIALLY DEFERRED) stays checked row by row by the INSTEAD OF trigger.
+    """
+    reserved = {f"cowsync_{layout.registry_id}_history"}
+    outs: dict[str, list[ForeignKeyOut]] = {}
+    ins: dict[str, list[ForeignKeyIn]] = {}
+    for fk in layout.fks_out:
+        if fk.deferrable and fk.name not in reserved:
+            outs.setdefault(fk.name, []).append(fk)
+    for fk_in in layout.fks_in:
+        if (
+            fk_in.deferrable
+            and "a" in (fk_in.on_delete, fk_in.on_update)
+            and not fk_in.name_taken
+            and fk_in.name not in reserved
+        ):
+            ins.setdefault(fk_in.name, []).append(fk_in)
+    checks = []
+    for name in sorted(outs.keys() | ins.keys()):
+        group_out, group_in = tuple(outs.get(name, ())), tuple(ins.get(name, ()))
+        flags = {f.initially_deferred for f in group_out} | {f.initially_deferred for f in group_in}
+        if len(flags) != 1:
+            continue
+        live = bool(group_out) or any(
+            f.on_update == "a" and not _key_only(layout, f) for f in group_in
+        )
+        checks.append(DeferredCheck(name, flags.pop(), group_out, group_in, live, bool(group_in)))
+    return checks
+
+
+def _defers_out(layout: TableLayout, fk: ForeignKeyOut) -> bool:
+    return any(fk in check.fks_out for check in deferred_checks(layout))
+
+
+def _defers_in(layout: TableLayout, fk: ForeignKeyIn) -> bool:
+    return any(fk in check.fks_in for check in deferred_checks(layout))
+
+
+def _deferred_out(layout: TableLayout, fk: ForeignKeyOut) -> sql.Composed:
+    """At fire time: the key's current live row in the row's session (it may have
+    changed or gone since the write) must reference a parent that session sees."""
+    return sql.SQL(
+        "IF NOT NEW._cow_deleted THEN\n"
+        "    SELECT _cow_c.* INTO _cow_v_row FROM ONLY {changes} AS _cow_c\n"
+        "        WHERE _cow_c._cow_session = NEW._cow_session AND {c_key_equals_new}\n"
+        "          AND _cow_c._cow_current AND NOT _cow_c._cow_deleted;\n"
+        "    IF FOUND AND {present} THEN\n{probe}\n    END IF;\n"
+        "END IF;"
+    ).format(
+        changes=layout.changes,
+        c_key_equals_new=_key_equals("_cow_c", "new", layout.key_columns),
+        present=_all_present("_cow_v_row", fk.columns),
+        probe=_fk_out_probe(layout, fk, "_cow_v_row"),
+    )
+
+
+def _still_referenced(layout: TableLayout, fk: ForeignKeyIn, row: str) -> sql.Composed:
+    """Raise 23503 when no row the session sees holds the referenced value in ``row``
+    any more (it may have come back, as on a table) but a child still references it."""
+    parent_match = sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier("_cow_p", c), sql.Identifier(row, c))
+        for c in fk.columns
+    )
+    child_match = sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier("_cow_ch", cc), sql.Identifier(row, pc))
+        for cc, pc in zip(fk.child_columns, fk.columns)
+    )
+    return sql.SQL(
+        "PERFORM 1 FROM {view} AS _cow_p WHERE {parent_match};\n"
+        "IF NOT FOUND THEN\n"
+        "    PERFORM 1 FROM {child} AS _cow_ch WHERE {child_match};\n"
+        "    IF FOUND THEN {error} END IF;\n"
+        "END IF;"
+    ).format(
+        view=layout.view,
+        parent_match=parent_match,
+        child=_relation_ident(fk.child),
+        child_match=child_match,
+        error=_fk_in_error(layout, fk, row),
+    )
+
+
+def _deferred_in(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composed:
+    """At fire time: a referenced value this write took away must not be referenced.
+
+    For a key-only reference that value is a tombstone's. Otherwise an update may
+    have changed it in place, so every value the key held in the session is judged:
+    the row before (OLD), the base row, the session's other rows of the key.
+    """
+    if not (fk.on_update == "a" and not _key_only(layout, fk)):
+        return sql.SQL("IF NEW._cow_deleted AND {} THEN\n{}\nEND IF;").format(
+            _all_present("new", fk.columns), _still_referenced(layout, fk, "new")
+        )
+    columns = _ident_list(fk.columns)
+    return sql.SQL(
+        "FOR _cow_v_key IN\n"
+        "    SELECT DISTINCT * FROM (\n"
+        "        SELECT {new_values}\n"
+        "        UNION ALL SELECT {old_values}\n"
+        "        UNION ALL SELECT {b_values}\n"
+        "            FROM jsonb_populate_record(NULL::{base}, NEW._cow_before) AS _cow_b\n"
+        "        UNION ALL SELECT {c_values} FROM ONLY {changes} AS _cow_c\n"
+        "            WHERE _cow_c._cow_session = NEW._cow_session AND {c_key_equals_new}\n"
+        "    ) AS _cow_k ({columns}) WHERE {present}\n"
+        "LOOP\n{check}\nEND LOOP;"
+    ).format(
+        new_values=_ident_list(fk.columns, "new"),
+        old_values=_ident_list(fk.columns, "old"),
+        b_values=_ident_list(fk.columns, "_cow_b"),
+        base=layout.base,
+        c_values=_ident_list(fk.columns, "_cow_c"),
+        changes=layout.changes,
+        c_key_equals_new=_key_equals("_cow_c", "new", layout.key_columns),
+        columns=columns,
+        present=_all_present("_cow_k", fk.columns),
+        check=_still_referenced(layout, fk, "_cow_v_key"),
+    )
+
+
+def _deferred_check_body(layout: TableLayout, check: DeferredCheck) -> sql.Composed:
+    parts = [_deferred_out(layout, fk) for fk in check.fks_out]
+    parts += [_deferred_in(layout, fk) for fk in check.fks_in]
+    return sql.SQL("IF TG_NAME = {} THEN\n{}\nEND IF;").format(
+        sql.Literal(check.name), sql.SQL("\n").join(parts)
+    )
+
+
+def fk_check_function_name(registry_id: int) -> sql.Identifier:
+    return sql.Identifier("cowsync", f"fk_check_{registry_id}")
+
+
+def _setting_name(name: str) -> sql.Composable:
+    """A configuration parameter's name for a SET clause (``app.session_id``)."""
+    return sql.SQL(".").join(sql.Identifier(part) for part in name.split("."))
+
+
+def fk_check_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
+    """The function behind the change store's constraint triggers (see deferred_checks)."""
+    return sqlfiles.template("table_fk_check.sql").format(
+        function=fk_check_function_name(layout.registry_id),
+        search_path=sql.SQL("pg_catalog, {}, pg_temp").format(sql.Identifier(layout.schema)),
+        session_setting=_setting_name(config.session_variable),
+        session_variable=sql.Literal(config.session_variable),
+        checks=sql.SQL("\n").join(_deferred_check_body(layout, c) for c in deferred_checks(layout)),
+    )
+
+
+def fk_check_trigger(layout: TableLayout, check: DeferredCheck) -> sql.Composed:
+    """``CREATE CONSTRAINT TRIGGER`` for one deferred check, named like its foreign key."""
+    rows = {"all": "", "live": " AND NOT NEW._cow_deleted", "dead": " AND NEW._cow_deleted"}
+    kind = "all" if check.live and check.dead else "live" if check.live else "dead"
+    return sqlfiles.template("table_fk_trigger.sql").format(
+        name=sql.Identifier(check.name),
+        changes=layout.changes,
+        timing=sql.SQL("DEFERRED" if check.initially_deferred else "IMMEDIATE"),
+        rows=sql.SQL(rows[kind]),
+        function=fk_check_function_name(layout.registry_id),
+        signature=sql.Literal(check.signature),
+    )
 
 
 def _fk_in_action(
@@ -507,14 +846,23 @@ def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
     key_changed = sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
         _ident_list(keys, "new"), _ident_list(keys, "old")
     )
-    insert_skip = [_unique_check(layout, u, True) for u in layout.uniques]
-    insert_checks = [_unique_check(layout, u, False) for u in layout.uniques] + [
-        _fk_out_check(layout, fk, False) for fk in layout.fks_out
+    insert_skip = [_unique_check(layout, u, True) for u in layout.uniques] + [
+        _exclusion_check(layout, x, True) for x in layout.exclusions
     ]
-    update_checks = [_unique_check(layout, u, False) for u in layout.uniques] + [
-        _guarded(_key_columns_changed(fk), _fk_in_restrict(layout, fk, fk.on_update))
-        for fk in layout.fks_in
-    ]
+    exclusion_checks = [_exclusion_check(layout, x, False) for x in layout.exclusions]
+    insert_checks = (
+        [_unique_check(layout, u, False) for u in layout.uniques]
+        + exclusion_checks
+        + [_fk_out_check(layout, fk, False) for fk in layout.fks_out]
+    )
+    update_checks = (
+        [_unique_check(layout, u, False) for u in layout.uniques]
+        + exclusion_checks
+        + [
+            _guarded(_key_columns_changed(fk), _fk_in_restrict(layout, fk, fk.on_update))
+            for fk in layout.fks_in
+        ]
+    )
     update_after = [_fk_out_check(layout, fk, True) for fk in layout.fks_out] + [
         _guarded(_key_columns_changed(fk), _fk_in_action(layout, fk, fk.on_update, False))
         for fk in layout.fks_in

@@ -313,8 +313,9 @@ BEGIN
                    OR (b.attidentity = '' AND pg_get_expr(vd.adbin, vd.adrelid)
                        IS DISTINCT FROM pg_get_expr(bd.adbin, bd.adrelid)))
         ) THEN
+            -- Named from the registry: object_identity names the column for RENAME COLUMN.
             RAISE EXCEPTION 'cowsync: % is the view of a COW-enabled table; change the table with cowsync.alter()',
-                cmd.object_identity
+                format('%I.%I', t.schema_name, t.table_name)
                 USING ERRCODE = 'feature_not_supported',
                       HINT = format('e.g. cowsync.alter(conn, %L, ''RENAME COLUMN a TO b'') '
                                     'or ''ALTER COLUMN c SET DEFAULT ...''', t.schema_name || '.' || t.table_name);

@@ -404,11 +404,6 @@ def test_foreign_keys_hold_in_a_session(cow, make_table):
     assert fetch(cow, "SELECT count(*) FROM pc_parent") == [(3,)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="documented limitation: deferrable foreign keys are checked when each row is "
-    "written in a session",
-)
 def test_deferred_foreign_keys_are_checked_at_commit_in_a_session(cow):
     """Django declares every foreign key DEFERRABLE INITIALLY DEFERRED: inside a transaction
     a child may come before its parent; only what is left at COMMIT must hold."""
