@@ -141,7 +141,7 @@ NO_MERGE = "PostgreSQL 15 cannot `MERGE` into a view"
 NO_TRUNCATE = "A view cannot be truncated"
 NO_COPY_TO = "Use `COPY (SELECT * FROM items) TO"
 NO_ALTER = "Use `cowsync.alter(conn"
-ROW_BY_ROW_FK = "Foreign keys in a session are checked row by row"
+MULTI_ROW_FK = "fails with `23503` through the view even with no session"
 CHILD_NOT_ENABLED = "raise `0A000` naming the child table"
 IDENTITY_DEFAULT = "including `SET id = DEFAULT`, which the table would allow"
 USER_TRIGGERS = "they do not fire for session writes, which land in the change store"
@@ -921,9 +921,9 @@ FOREIGN_KEYS += [
         """,
         ("INSERT INTO nodes VALUES (3, 2), (2, 1)",),
         enable=("nodes",),
-        documented={
-            "session": refused("INSERT INTO nodes VALUES (3, 2), (2, 1)", "23503", ROW_BY_ROW_FK)
-        },
+        documented=in_both_view_modes(
+            refused("INSERT INTO nodes VALUES (3, 2), (2, 1)", "23503", MULTI_ROW_FK)
+        ),
     ),
     Case(
         "fk_deferred",
@@ -1403,10 +1403,6 @@ KNOWN_GAPS: dict[str, str] = {
         "documented limitation: in a session an UPDATE that waited for another transaction of "
         "the session that changed the row fails with 40001 (docs/limitations.md "
         "describes this only without a session)"
-    ),
-    "fk_child_before_parent": (
-        "documented limitation: without a session too, a multi-row INSERT through the view checks "
-        "foreign keys row by row (docs/limitations.md says so only for sessions)"
     ),
     "fk_parent_not_enabled": (
         "documented limitation: a production delete of a parent in a table that is not enabled "
