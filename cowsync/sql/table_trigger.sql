@@ -90,11 +90,13 @@ BEGIN
     END IF;
     _cow_v_op := coalesce(nullif(current_setting({operation_variable}, true), ''),
                           {default_operation});
-    PERFORM {register_write}(_cow_v_sid, _cow_v_op);
     -- A session's writing transactions take turns: one transaction-scoped lock per
     -- session (taken again by every row, which costs a local lookup, never another
-    -- lock slot), so each write re-reads the key's current row with no race.
+    -- lock slot), so each write re-reads the key's current row with no race. A
+    -- whole-session commit holds it too. Taken before the registry is touched, so a
+    -- write waiting for that commit holds nothing the commit's cleanup needs.
     PERFORM pg_advisory_xact_lock(hashtextextended('cowsync session ' || _cow_v_sid, 0));
+    PERFORM {register_write}(_cow_v_sid, _cow_v_op);
 
     IF TG_OP = 'INSERT' THEN
         SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed,

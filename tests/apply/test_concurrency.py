@@ -81,11 +81,11 @@ def test_a_commit_killed_mid_way_leaves_base_and_session_as_before(shop, connect
 
     run = Background(cowsync.commit, victim, "s1")
     wait_until_blocked(observer, victim.info.backend_pid)
-    # The customers were already written in the commit's transaction when it blocked.
+    # The commit was writing the base when it blocked (one statement for the session).
     waiting_on = observer.execute(
         "SELECT query FROM pg_stat_activity WHERE pid = %s", [victim.info.backend_pid]
     ).fetchone()[0]
-    assert "orders_base" in waiting_on
+    assert "customers_base" in waiting_on
     observer.execute("SELECT pg_terminate_backend(%s)", [victim.info.backend_pid])
     run.join()
     holder.rollback()
@@ -119,14 +119,41 @@ def test_a_discard_waits_for_a_running_commit_and_then_finds_nothing(shop, conne
     assert rows(shop, "orders")[-1] == (10, 3, "fig", 1)
 
 
-def test_a_session_write_made_while_a_commit_runs_is_not_lost(shop, connect):
-    # Commit must remove only what it read and applied, not every row the session has then.
+def test_a_session_write_made_while_a_whole_session_commit_runs_waits_and_is_kept(shop, connect):
+    # A whole-session commit holds the session's write lock: the agent's next write
+    # waits for the commit, then lands in the session, measured against the new base.
     write(shop, "s1", "a", "INSERT INTO orders (id, customer_id, item) VALUES (10, 3, 'fig')")
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 2")
     holder = connect(autocommit=False)
     lock_customer(holder, 3)
     committer, agent = connect(), connect()
 
     run = Background(cowsync.commit, committer, "s1")
+    wait_until_blocked(connect(), committer.info.backend_pid)
+    later = Background(write, agent, "s1", "b", "UPDATE customers SET credit = 77 WHERE id = 2")
+    wait_until_blocked(connect(), agent.info.backend_pid)  # waits for the commit
+    holder.rollback()
+    run.join()
+    later.join()
+
+    assert run.error is None and later.error is None
+    assert run.result.applied["public.customers"]["update"] == 1
+    assert rows(shop, "orders")[-1] == (10, 3, "fig", 1)
+    assert rows(shop, "customers")[1] == (2, "bob", "basic", 5)  # what the commit applied
+    assert rows(shop, "customers", "s1")[1] == (2, "bob", "basic", 77)
+    [change] = cowsync.diff(shop, "s1")
+    assert (change.key, change.operation, change.before["credit"]) == ({"id": 2}, "b", 5)
+
+
+def test_a_session_write_made_while_a_commit_of_chosen_operations_runs_is_not_lost(shop, connect):
+    # A commit of chosen operations does not stop the agent: it removes only what it
+    # read and applied, not every row the session has by then.
+    write(shop, "s1", "a", "INSERT INTO orders (id, customer_id, item) VALUES (10, 3, 'fig')")
+    holder = connect(autocommit=False)
+    lock_customer(holder, 3)
+    committer, agent = connect(), connect()
+
+    run = Background(cowsync.commit, committer, "s1", operations=["a"])
     wait_until_blocked(connect(), committer.info.backend_pid)
     # The agent keeps working in the session while the reviewer's commit is under way.
     write(agent, "s1", "b", "UPDATE customers SET credit = 77 WHERE id = 2")
@@ -138,3 +165,51 @@ def test_a_session_write_made_while_a_commit_runs_is_not_lost(shop, connect):
     # The later write was not part of the commit: it must still be in the session.
     assert rows(shop, "customers", "s1")[1] == (2, "bob", "basic", 77)
     assert [(c.key, c.operation) for c in cowsync.diff(shop, "s1")] == [({"id": 2}, "b")]
+
+
+def test_a_whole_session_commit_does_not_wait_for_an_agent_transaction_in_progress(shop, connect):
+    # The agent is mid-transaction in the session: the commit applies what is
+    # committed (by the general path) and leaves the agent's uncommitted write alone.
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    agent = connect(autocommit=False)
+    with cowsync.session(agent, "s1", "b"):
+        agent.execute("UPDATE customers SET credit = 9 WHERE id = 2")  # not committed yet
+        committer = connect()
+        run = Background(cowsync.commit, committer, "s1")
+        # It applies and settles without waiting; only forgetting the session's
+        # registry entry waits for the agent's registration of operation b.
+        wait_until_blocked(connect(), committer.info.backend_pid)
+        assert [r[3] for r in rows(connect(), "customers")][:2] == [100, 20]  # not yet
+    agent.commit()
+    run.join()
+
+    assert run.error is None
+    assert run.result.applied == {"public.customers": {"insert": 0, "update": 1, "delete": 0}}
+    assert [r[3] for r in rows(shop, "customers")][:2] == [5, 20]
+    assert [(c.key, c.operation) for c in cowsync.diff(shop, "s1")] == [({"id": 2}, "b")]
+
+
+def test_an_agent_holding_a_row_lock_while_the_commit_waits_for_it_is_not_deadlocked(shop, connect):
+    # The agent locked a base row (select_for_update) before writing; the commit
+    # needs that row and takes the session's write lock; the agent's write then waits
+    # for the commit. PostgreSQL breaks the cycle; the commit falls back to the path
+    # that does not hold the session, and both finish.
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    agent = connect(autocommit=False)
+    with cowsync.session(agent, "s1", "b"):
+        agent.execute("SELECT 1 FROM customers WHERE id = 1 FOR UPDATE")
+        committer = connect()
+        run = Background(cowsync.commit, committer, "s1")
+        wait_until_blocked(connect(), committer.info.backend_pid)
+        agent.execute("UPDATE customers SET credit = 9 WHERE id = 2")
+    agent.commit()
+    run.join()
+
+    assert run.error is None
+    assert rows(shop, "customers")[0][3] == 5
+    # The agent's write is kept: committed too if it landed before the fallback read
+    # the session, else still pending.
+    assert rows(shop, "customers", "s1")[1][3] == 9
+    pending = [(c.key, c.operation) for c in cowsync.diff(shop, "s1")]
+    assert pending in ([({"id": 2}, "b")], [])
+    assert (rows(shop, "customers")[1][3] == 9) == (pending == [])
