@@ -128,6 +128,10 @@ class ForeignKey:
 def foreign_keys(conn: psycopg.Connection, tables: list[EnabledTable]) -> list[ForeignKey]:
     """Foreign keys between the bases of enabled tables."""
     by_base = {(t.schema, t.base_name): t for t in tables}
+    if not by_base:
+        return []
+    # Only constraints whose child is an enabled base: a database can hold many more.
+    bases = [sql.Identifier(schema, base).as_string(conn) for schema, base in by_base]
     rows = conn.execute(
         """
         SELECT con.conname, cn.nspname, cc.relname, pn.nspname, pc.relname,
@@ -143,9 +147,10 @@ def foreign_keys(conn: psycopg.Connection, tables: list[EnabledTable]) -> list[F
         JOIN pg_namespace cn ON cn.oid = cc.relnamespace
         JOIN pg_class pc ON pc.oid = con.confrelid
         JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-        WHERE con.contype = 'f'
+        WHERE con.contype = 'f' AND con.conrelid = ANY(%s::regclass[])
         ORDER BY con.conname
-        """
+        """,
+        (bases,),
     ).fetchall()
     keys = []
     for name, cschema, crel, pschema, prel, ccols, pcols, on_delete in rows:
