@@ -1,0 +1,150 @@
+"""The one-statement commit of a quiet whole session.
+
+:func:`~cowsync.apply.commit` tries this first for the common case, the whole session
+with ``on_conflict="abort"``: when the session's write lock is free, one statement of
+data-modifying CTEs applies every table's net effect, guarded against base rows that
+changed, and removes the session's rows. When the session is busy, a guarded row
+changed, a value clashes or a deadlock breaks it, nothing is done and commit() takes
+the per-table path (:mod:`cowsync.commit_tables`)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from .commit_tables import FastPathMiss, row_image
+from .registry import EnabledTable
+
+
+def _claim_quiet_session(conn: psycopg.Connection, session_id: str) -> bool:
+    """Take the session's write lock (the one its triggers take) if it is free.
+
+    Held until the commit ends (unless the caller's savepoint rolls back), it makes
+    the agent's next write wait for the commit, so nothing the commit reads can
+    change under it. When a transaction of the session is writing now, nothing waits.
+    """
+    row = conn.execute(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended('cowsync session ' || %s, 0))",
+        (session_id,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+_KIND_OF_CURRENT_ROW = (
+    "CASE WHEN NOT c._cow_existed AND NOT c._cow_deleted THEN 'insert' "
+    "WHEN c._cow_existed AND c._cow_deleted THEN 'delete' "
+    "WHEN c._cow_existed AND {image} IS DISTINCT FROM c._cow_before THEN 'update' "
+    "ELSE 'none' END"
+)
+
+
+def _whole_session_statement(
+    ordered: list[EnabledTable],
+) -> tuple[sql.Composed, list[tuple[str, str]]]:
+    """One statement applying a quiet session's whole net effect and removing it.
+
+    Per table a materialised net (the current row of each key, classified), then a
+    guarded DELETE, UPDATE and INSERT of the base and a DELETE of the session's rows,
+    as data-modifying CTEs. Foreign keys are checked at the end of the statement, so
+    the order of tables does not matter; the outer SELECT reads the results deletes
+    first, then updates, then inserts (the order they run in), so a unique value the
+    session freed can be reused. It returns, per (table, kind), the rows the net
+    expects and the rows the statement touched.
+    """
+    # IS NOT DISTINCT FROM, not =: a jsonb = can become a hash-join key computed for
+    # every base row.
+    guard = sql.SQL("to_jsonb(b.*) IS NOT DISTINCT FROM n._cow_before")
+    ctes: list[sql.Composable] = []
+    reads: dict[str, list[sql.Composable]] = {"delete": [], "update": [], "insert": []}
+    order: dict[str, list[tuple[str, str]]] = {"delete": [], "update": [], "insert": []}
+    for i, t in enumerate(ordered):
+        net = sql.Identifier(f"net_{i}")
+        ctes.append(
+            sql.SQL(
+                "{net} AS MATERIALIZED (SELECT {c_cols}, c._cow_before, {kind} AS _cow_kind "
+                "FROM ONLY {changes} AS c WHERE c._cow_session = %(sid)s AND c._cow_current)"
+            ).format(
+                net=net,
+                c_cols=t.cols("c"),
+                kind=sql.SQL(_KIND_OF_CURRENT_ROW).format(image=row_image(t, "c")),
+                changes=t.changes,
+            )
+        )
+        values = [c for c in t.columns if c not in t.key_columns]
+        statements = {
+            "delete": sql.SQL(
+                "DELETE FROM ONLY {base} AS b USING {net} AS n "
+                "WHERE {match} AND n._cow_kind = 'delete' AND {guard} RETURNING 1"
+            ).format(base=t.base, net=net, match=t.key_match("b", "n"), guard=guard),
+            "insert": sql.SQL(
+                "INSERT INTO {base} ({cols}) {overriding} SELECT {n_cols} FROM {net} AS n "
+                "WHERE n._cow_kind = 'insert' RETURNING 1"
+            ).format(
+                base=t.base,
+                cols=t.cols(),
+                overriding=sql.SQL("OVERRIDING SYSTEM VALUE" if t.always_identity else ""),
+                n_cols=t.cols("n"),
+                net=net,
+            ),
+        }
+        if values:
+            statements["update"] = sql.SQL(
+                "UPDATE ONLY {base} AS b SET ({cols}) = ROW({n_vals}) FROM {net} AS n "
+                "WHERE {match} AND n._cow_kind = 'update' AND {guard} RETURNING 1"
+            ).format(
+                base=t.base,
+                cols=sql.SQL(", ").join(sql.Identifier(c) for c in values),
+                n_vals=sql.SQL(", ").join(sql.Identifier("n", c) for c in values),
+                net=net,
+                match=t.key_match("b", "n"),
+                guard=guard,
+            )
+        for kind, statement in statements.items():
+            done = sql.Identifier(f"{kind}_{i}")
+            ctes.append(sql.SQL("{} AS ({})").format(done, statement))
+            reads[kind].append(
+                sql.SQL(
+                    "(SELECT count(*) FROM {net} WHERE _cow_kind = {kind}), "
+                    "(SELECT count(*) FROM {done})"
+                ).format(net=net, kind=sql.Literal(kind), done=done)
+            )
+            order[kind].append((t.label, kind))
+        ctes.append(
+            sql.SQL("{} AS (DELETE FROM ONLY {} WHERE _cow_session = %(sid)s)").format(
+                sql.Identifier(f"settle_{i}"), t.changes
+            )
+        )
+    # Children's deletes first, as the statement-per-kind path reports them.
+    columns = reads["delete"][::-1] + reads["update"] + reads["insert"]
+    query = sql.SQL("WITH {} SELECT {}").format(
+        sql.SQL(", ").join(ctes), sql.SQL(", ").join(columns)
+    )
+    return query, order["delete"][::-1] + order["update"] + order["insert"]
+
+
+def commit_whole_quiet_session(
+    conn: psycopg.Connection, ordered: list[EnabledTable], session_id: str
+) -> list[tuple[str, str, int]] | None:
+    """The common commit (whole session, ``on_conflict="abort"``) in one statement.
+
+    Needs the session quiet: its write lock free, then held. Returns ``None`` with
+    nothing done when it is busy, or when a guarded row changed in the base, a value
+    clashes, or a deadlock with the agent broke the statement; the caller then takes
+    the general path, which reports conflicts and errors in detail. Else returns
+    (table, kind, rows applied) in the order the statement applied them.
+    """
+    if not ordered:
+        return None
+    query, order = _whole_session_statement(ordered)
+    try:
+        with conn.transaction():  # also gives the session lock back if this fails
+            if not _claim_quiet_session(conn, session_id):
+                return None
+            row = conn.execute(query, {"sid": session_id}).fetchone()
+            assert row is not None
+            counts = list(row)
+            if counts[0::2] != counts[1::2]:
+                raise FastPathMiss
+    except (FastPathMiss, psycopg.errors.IntegrityError, psycopg.errors.DeadlockDetected):
+        return None
+    return [(label, kind, count) for (label, kind), count in zip(order, counts[1::2])]
