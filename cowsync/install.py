@@ -55,6 +55,9 @@ class TableStatus:
     engine_version: int
     sessions: int
     pending_rows: int
+    # Tables a foreign key links to this one (either way) that are not COW-enabled:
+    # a session's writes to them reach production (docs/limitations.md).
+    linked_not_enabled: tuple[str, ...] = ()
 
 
 @dataclass
@@ -741,6 +744,22 @@ def _status_row(conn: psycopg.Connection, row: tuple[object, ...]) -> TableStatu
         ).format(sql.Identifier(str(schema), str(changes)))
     ).fetchone()
     assert counts is not None
+    linked = conn.execute(
+        """
+        SELECT DISTINCT n.nspname || '.' || c.relname
+        FROM pg_constraint con
+        JOIN pg_class c ON c.oid = CASE WHEN con.conrelid = %(base)s::regclass
+                                        THEN con.confrelid ELSE con.conrelid END
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE con.contype = 'f'
+          AND %(base)s::regclass IN (con.conrelid, con.confrelid)
+          AND c.oid <> %(base)s::regclass
+          AND NOT EXISTS (SELECT 1 FROM cowsync.tables t
+                          WHERE t.schema_name = n.nspname AND t.base_name = c.relname)
+        ORDER BY 1
+        """,
+        {"base": sql.Identifier(str(schema), str(base)).as_string(conn)},
+    ).fetchall()
     return TableStatus(
         table=f"{schema}.{name}",
         schema=str(schema),
@@ -752,11 +771,14 @@ def _status_row(conn: psycopg.Connection, row: tuple[object, ...]) -> TableStatu
         engine_version=int(version),  # type: ignore[call-overload]
         sessions=counts[0],
         pending_rows=counts[1],
+        linked_not_enabled=tuple(r[0] for r in linked),
     )
 
 
 def status(conn: psycopg.Connection) -> list[TableStatus]:
-    """Every enabled table with the number of sessions and rows pending for it."""
+    """Every enabled table with the number of sessions and rows pending for it, and
+    the tables foreign keys link it to that are not enabled (sessions do not sandbox
+    those: their writes to them reach production)."""
     _require_deployed(conn)
     rows = conn.execute("SELECT * FROM cowsync.tables ORDER BY schema_name, table_name").fetchall()
     return [_status_row(conn, row) for row in rows]

@@ -118,6 +118,17 @@ def render_status(console: Console, tables: Sequence[TableStatus], engine_versio
         f"cowsync engine {engine_version}: {len(tables)} table(s) enabled, "
         f"{pending} row(s) pending review"
     )
+    for t in tables:
+        if t.linked_not_enabled:
+            console.print(
+                Text(
+                    f"note: {t.table} has foreign keys to or from "
+                    f"{', '.join(t.linked_not_enabled)}, not enabled: a session's writes "
+                    "to those reach production and their rows are checked against "
+                    "production only; enable them too (docs/limitations.md)",
+                    style="yellow",
+                )
+            )
 
 
 def render_sessions(console: Console, sessions: Sequence[SessionInfo]) -> None:

@@ -335,3 +335,24 @@ def test_run_returns_exit_codes_for_hosts(
     assert "no session 'nope'" in capsys.readouterr().err
     assert run(["commit", session_id, "-o", "b", "--yes"], obj=obj) == 2
     assert run(["--help"], obj=obj) == 0
+
+
+def test_status_notes_tables_linked_to_an_enabled_table_that_are_not_enabled(
+    invoke: Invoke, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute(
+        "CREATE TABLE authors (id int PRIMARY KEY);"
+        "CREATE TABLE books (id int PRIMARY KEY, author_id int REFERENCES authors);"
+    )
+    invoke("deploy")
+    invoke("enable", "books")
+
+    human = invoke("status")
+    assert human.exit_code == 0, human.output
+    text = " ".join(human.stdout.split())
+    assert "note: public.books has foreign keys to or from public.authors, not enabled" in text
+    status = parse(invoke("status", "--json"))
+    assert status["tables"][0]["linked_not_enabled"] == ["public.authors"]
+
+    invoke("enable", "authors")
+    assert "note:" not in invoke("status").stdout

@@ -399,3 +399,27 @@ def test_disable_schema_restores_every_table(conn, make_table, catalog_snapshot)
     assert [s.table for s in cowsync.status(conn)] == ["other.elsewhere"]
     cowsync.disable(conn, "other.elsewhere")
     assert_same_catalog(before, catalog_snapshot(conn, None))
+
+
+def test_status_names_tables_linked_by_foreign_keys_that_are_not_enabled(conn):
+    conn.execute(
+        """
+        CREATE TABLE authors (id int PRIMARY KEY);
+        CREATE TABLE books (id int PRIMARY KEY, author_id int REFERENCES authors);
+        CREATE TABLE reviews (id int PRIMARY KEY, book_id int REFERENCES books);
+        CREATE TABLE nodes (id int PRIMARY KEY, parent_id int REFERENCES nodes);
+        """
+    )
+    cowsync.deploy(conn)
+    cowsync.enable(conn, "books")
+    cowsync.enable(conn, "nodes")
+
+    linked = {s.table: s.linked_not_enabled for s in cowsync.status(conn)}
+    assert linked == {
+        "public.books": ("public.authors", "public.reviews"),  # its parent and its child
+        "public.nodes": (),  # a self-reference links nothing else
+    }
+
+    cowsync.enable(conn, "authors")
+    cowsync.enable(conn, "reviews")
+    assert all(s.linked_not_enabled == () for s in cowsync.status(conn))
