@@ -12,7 +12,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from .commit_tables import FastPathMiss, row_image
+from .commit_tables import FastPathMiss, apply_query, row_image
 from .registry import EnabledTable
 
 
@@ -51,9 +51,6 @@ def _whole_session_statement(
     session freed can be reused. It returns, per (table, kind), the rows the net
     expects and the rows the statement touched.
     """
-    # IS NOT DISTINCT FROM, not =: a jsonb = can become a hash-join key computed for
-    # every base row.
-    guard = sql.SQL("to_jsonb(b.*) IS NOT DISTINCT FROM n._cow_before")
     ctes: list[sql.Composable] = []
     reads: dict[str, list[sql.Composable]] = {"delete": [], "update": [], "insert": []}
     order: dict[str, list[tuple[str, str]]] = {"delete": [], "update": [], "insert": []}
@@ -70,35 +67,11 @@ def _whole_session_statement(
                 changes=t.changes,
             )
         )
-        values = [c for c in t.columns if c not in t.key_columns]
         statements = {
-            "delete": sql.SQL(
-                "DELETE FROM ONLY {base} AS b USING {net} AS n "
-                "WHERE {match} AND n._cow_kind = 'delete' AND {guard} RETURNING 1"
-            ).format(base=t.base, net=net, match=t.key_match("b", "n"), guard=guard),
-            "insert": sql.SQL(
-                "INSERT INTO {base} ({cols}) {overriding} SELECT {n_cols} FROM {net} AS n "
-                "WHERE n._cow_kind = 'insert' RETURNING 1"
-            ).format(
-                base=t.base,
-                cols=t.cols(),
-                overriding=sql.SQL("OVERRIDING SYSTEM VALUE" if t.always_identity else ""),
-                n_cols=t.cols("n"),
-                net=net,
-            ),
+            kind: query
+            for kind in ("delete", "update", "insert")
+            if (query := apply_query(t, kind, net, "_cow_before", returning=True)) is not None
         }
-        if values:
-            statements["update"] = sql.SQL(
-                "UPDATE ONLY {base} AS b SET ({cols}) = ROW({n_vals}) FROM {net} AS n "
-                "WHERE {match} AND n._cow_kind = 'update' AND {guard} RETURNING 1"
-            ).format(
-                base=t.base,
-                cols=sql.SQL(", ").join(sql.Identifier(c) for c in values),
-                n_vals=sql.SQL(", ").join(sql.Identifier("n", c) for c in values),
-                net=net,
-                match=t.key_match("b", "n"),
-                guard=guard,
-            )
         for kind, statement in statements.items():
             done = sql.Identifier(f"{kind}_{i}")
             ctes.append(sql.SQL("{} AS ({})").format(done, statement))

@@ -233,6 +233,62 @@ def key_from_detail(detail: str | None) -> dict[str, Any] | None:
     return dict(zip(columns, values))
 
 
+def apply_query(
+    t: EnabledTable,
+    kind: str,
+    net: sql.Identifier,
+    before: str | None = None,
+    returning: bool = False,
+) -> sql.Composed | None:
+    """The INSERT, UPDATE or DELETE of ``t``'s base from the rows of relation ``net``
+    (alias ``n``, one per key, classified in ``n._cow_kind``) of that ``kind``.
+
+    With ``before`` (the net column holding the first-touch image), an update or
+    delete only touches a base row still equal to that image: the conflict check,
+    done by the statement. ``None`` for an update of a table with only key columns.
+    """
+    # IS NOT DISTINCT FROM, not =: a jsonb = can become a hash-join key the planner
+    # computes for every base row.
+    guard: sql.Composable = (
+        sql.SQL(" AND to_jsonb(b.*) IS NOT DISTINCT FROM {}").format(sql.Identifier("n", before))
+        if before
+        else sql.SQL("")
+    )
+    tail = sql.SQL(" RETURNING 1" if returning else "")
+    if kind == "insert":
+        return sql.SQL(
+            "INSERT INTO {base} ({cols}) {overriding} SELECT {n_cols} FROM {net} AS n "
+            "WHERE n._cow_kind = 'insert'{tail}"
+        ).format(
+            base=t.base,
+            cols=t.cols(),
+            overriding=sql.SQL("OVERRIDING SYSTEM VALUE" if t.always_identity else ""),
+            n_cols=t.cols("n"),
+            net=net,
+            tail=tail,
+        )
+    if kind == "update":
+        values = [c for c in t.columns if c not in t.key_columns]
+        if not values:
+            return None
+        return sql.SQL(
+            "UPDATE ONLY {base} AS b SET ({cols}) = ROW({n_cols}) FROM {net} AS n "
+            "WHERE {match} AND n._cow_kind = 'update'{guard}{tail}"
+        ).format(
+            base=t.base,
+            cols=sql.SQL(", ").join(sql.Identifier(c) for c in values),
+            n_cols=sql.SQL(", ").join(sql.Identifier("n", c) for c in values),
+            net=net,
+            match=t.key_match("b", "n"),
+            guard=guard,
+            tail=tail,
+        )
+    return sql.SQL(
+        "DELETE FROM ONLY {base} AS b USING {net} AS n "
+        "WHERE {match} AND n._cow_kind = 'delete'{guard}{tail}"
+    ).format(base=t.base, net=net, match=t.key_match("b", "n"), guard=guard, tail=tail)
+
+
 def _apply_statement(
     conn: psycopg.Connection,
     t: EnabledTable,
@@ -240,41 +296,9 @@ def _apply_statement(
     cyclic: frozenset[str] | set[str] = frozenset(),
     guarded: bool = False,
 ) -> int:
-    net = net_table(t)
-    # Guarded, an update or delete only touches a base row still equal to the image
-    # the session recorded at first touch (the conflict check, done by the statement).
-    guard = sql.SQL(" AND to_jsonb(b.*) = n._cow_before_n" if guarded else "")
-    if kind == "insert":
-        query = sql.SQL(
-            "INSERT INTO {base} ({cols}) {overriding} SELECT {n_cols} FROM {net} AS n "
-            "WHERE n._cow_kind = 'insert'"
-        ).format(
-            base=t.base,
-            cols=t.cols(),
-            overriding=sql.SQL("OVERRIDING SYSTEM VALUE" if t.always_identity else ""),
-            n_cols=t.cols("n"),
-            net=net,
-        )
-    elif kind == "update":
-        values = [c for c in t.columns if c not in t.key_columns]
-        if not values:
-            return 0
-        query = sql.SQL(
-            "UPDATE ONLY {base} AS b SET ({cols}) = ROW({n_cols}) FROM {net} AS n "
-            "WHERE {match} AND n._cow_kind = 'update'{guard}"
-        ).format(
-            guard=guard,
-            base=t.base,
-            cols=sql.SQL(", ").join(sql.Identifier(c) for c in values),
-            n_cols=sql.SQL(", ").join(sql.Identifier("n", c) for c in values),
-            net=net,
-            match=t.key_match("b", "n"),
-        )
-    else:
-        query = sql.SQL(
-            "DELETE FROM ONLY {base} AS b USING {net} AS n "
-            "WHERE {match} AND n._cow_kind = 'delete'{guard}"
-        ).format(base=t.base, net=net, match=t.key_match("b", "n"), guard=guard)
+    query = apply_query(t, kind, net_table(t), "_cow_before_n" if guarded else None)
+    if query is None:
+        return 0
     try:
         cur = conn.execute(query)
     except psycopg.errors.IntegrityError as exc:

@@ -234,22 +234,23 @@ def _dependency_query(tables: list[EnabledTable], conn: psycopg.Connection) -> s
             )
             for cc, pc in zip(fk.child_columns, fk.parent_columns)
         )
-        parts.append(
-            sql.SQL(
-                "SELECT x._cow_operation, y._cow_operation FROM ONLY {parent} AS x "
-                "JOIN ONLY {child} AS z ON z._cow_session = x._cow_session "
-                "AND (({refs_now}) OR ({refs_before})) "
-                "JOIN ONLY {child} AS y ON y._cow_session = x._cow_session AND {same_key} "
-                "AND y._cow_operation <> x._cow_operation AND y._cow_first_seq < x._cow_seq "
-                "WHERE x._cow_session = %(sid)s AND x._cow_deleted"
-            ).format(
-                parent=fk.parent.changes,
-                child=fk.child.changes,
-                refs_now=refs_now,
-                refs_before=refs_before,
-                same_key=fk.child.key_match("y", "z"),
+        # One part per way of referencing, each an equality join: an OR of the two
+        # would compare every deleted parent with every child row of the session.
+        for refs in (refs_now, refs_before):
+            parts.append(
+                sql.SQL(
+                    "SELECT x._cow_operation, y._cow_operation FROM ONLY {parent} AS x "
+                    "JOIN ONLY {child} AS z ON z._cow_session = x._cow_session AND {refs} "
+                    "JOIN ONLY {child} AS y ON y._cow_session = x._cow_session AND {same_key} "
+                    "AND y._cow_operation <> x._cow_operation AND y._cow_first_seq < x._cow_seq "
+                    "WHERE x._cow_session = %(sid)s AND x._cow_deleted"
+                ).format(
+                    parent=fk.parent.changes,
+                    child=fk.child.changes,
+                    refs=refs,
+                    same_key=fk.child.key_match("y", "z"),
+                )
             )
-        )
     return sql.SQL("SELECT DISTINCT * FROM ({}) AS deps").format(sql.SQL(" UNION ALL ").join(parts))
 
 
