@@ -8,7 +8,7 @@ from typing import Literal
 import psycopg
 from psycopg import sql
 
-from .commit_statement import commit_whole_quiet_session
+from .commit_statement import claim_quiet_session, commit_whole_quiet_session
 from .commit_tables import (
     FastPathMiss,
     apply_guarded,
@@ -138,12 +138,21 @@ def _forget_empty_operations(
     conn: psycopg.Connection, session_id: str, tables: list[EnabledTable]
 ) -> None:
     """Drop previews, and registry entries of operations (and the session) with nothing
-    left; ``tables`` are all enabled tables."""
+    left; ``tables`` are all enabled tables.
+
+    Entries are forgotten only while the session is quiet (its write lock then held to
+    the end): an agent transaction writing now may add rows to an operation whose rows
+    this commit cannot see yet, and its trigger registers the operation only once per
+    transaction. Else they stay, empty, until the next commit or discard."""
     previews = conn.execute(
         "SELECT 1 FROM cowsync.sessions WHERE preview_of = %s LIMIT 1", (session_id,)
     ).fetchone()
     if previews:  # the function visits every change store: only call it when needed
         conn.execute("SELECT cowsync.drop_previews(%s)", (session_id,))
+    if not claim_quiet_session(conn, session_id):
+        return
+    # This transaction's own later writes must register again what is forgotten here.
+    conn.execute("SELECT set_config('cowsync.registered', '', true)")
     if tables:
         live = sql.SQL(" UNION ").join(
             sql.SQL(
@@ -189,6 +198,10 @@ def commit(
     base and drops the session's row, ``"overwrite"`` lets the session win, and
     ``"merge"`` merges column by column (overlapping changes still abort).
 
+    Deferred constraints are checked before it returns. Called inside a transaction
+    of the caller's, it then gives each deferrable constraint back the timing it was
+    declared with (not what an earlier ``SET CONSTRAINTS`` said).
+
     >>> cowsync.commit(conn, sid, operations=["restock"])  # doctest: +SKIP
     """
     validate_id(session_id, "session id")
@@ -196,6 +209,7 @@ def commit(
         raise ConfigurationError(
             f"on_conflict must be one of {', '.join(_POLICIES)}, got {on_conflict!r}"
         )
+    nested = conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
     with conn.transaction():
         _lock_session(conn, session_id)
         # Deferrable foreign keys wait for the end of the commit, so cycles of them
@@ -222,8 +236,7 @@ def commit(
                         result.applied.setdefault(label, {"insert": 0, "update": 0, "delete": 0})[
                             kind
                         ] = count
-                _forget_empty_operations(conn, session_id, all_tables)
-                _check_deferred(conn, all_tables)
+                _finish(conn, session_id, all_tables, nested, checked=True)
                 return result
         for t in ordered:
             build_net(conn, t, session_id, ops, normalise=not guarded)
@@ -255,10 +268,45 @@ def commit(
             result.applied = apply_in_either_order(conn, ordered, cyclic, progress)
         if ordered:
             settle_session(conn, ordered, session_id, ops)
-        _forget_empty_operations(conn, session_id, all_tables)
-        _check_deferred(conn, all_tables)
+        _finish(conn, session_id, all_tables, nested)
     result.applied = {k: v for k, v in result.applied.items() if any(v.values())}
     return result
+
+
+def _finish(
+    conn: psycopg.Connection,
+    session_id: str,
+    tables: list[EnabledTable],
+    nested: bool,
+    checked: bool = False,
+) -> None:
+    """Check deferred constraints (unless ``checked`` already), tidy the registry and,
+    inside a caller's transaction, give deferrable constraints their declared timing
+    back."""
+    if not checked:
+        _check_deferred(conn, tables)
+    _forget_empty_operations(conn, session_id, tables)
+    if nested:
+        _restore_declared_timing(conn)
+
+
+def _restore_declared_timing(conn: psycopg.Connection) -> None:
+    """Undo ``SET CONSTRAINTS ALL IMMEDIATE`` for the rest of the caller's transaction:
+    constraints declared ``INITIALLY DEFERRED`` are deferred again. A name shared with
+    a constraint declared otherwise (in one schema) stays immediate: ``SET
+    CONSTRAINTS`` names them all, and refuses non-deferrable ones."""
+    names = conn.execute(
+        "SELECT n.nspname, c.conname FROM pg_constraint c "
+        "JOIN pg_namespace n ON n.oid = c.connamespace "
+        "WHERE NOT pg_is_other_temp_schema(n.oid) "
+        "GROUP BY 1, 2 HAVING bool_and(c.condeferrable AND c.condeferred)"
+    ).fetchall()
+    if names:
+        conn.execute(
+            sql.SQL("SET CONSTRAINTS {} DEFERRED").format(
+                sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name in names)
+            )
+        )
 
 
 def _check_deferred(conn: psycopg.Connection, tables: list[EnabledTable]) -> None:

@@ -16,7 +16,7 @@ from .commit_tables import FastPathMiss, apply_query, row_image
 from .registry import EnabledTable
 
 
-def _claim_quiet_session(conn: psycopg.Connection, session_id: str) -> bool:
+def claim_quiet_session(conn: psycopg.Connection, session_id: str) -> bool:
     """Take the session's write lock (the one its triggers take) if it is free.
 
     Held until the commit ends (unless the caller's savepoint rolls back), it makes
@@ -87,9 +87,10 @@ def _whole_session_statement(
                 sql.Identifier(f"settle_{i}"), t.changes
             )
         )
-    # Children's deletes first, as the statement-per-kind path reports them.
+    # Children's deletes first, as the statement-per-kind path reports them. One array,
+    # not a column each: a select list holds at most 1664 entries (some 277 tables).
     columns = reads["delete"][::-1] + reads["update"] + reads["insert"]
-    query = sql.SQL("WITH {} SELECT {}").format(
+    query = sql.SQL("WITH {} SELECT ARRAY[{}]").format(
         sql.SQL(", ").join(ctes), sql.SQL(", ").join(columns)
     )
     return query, order["delete"][::-1] + order["update"] + order["insert"]
@@ -102,22 +103,26 @@ def commit_whole_quiet_session(
 
     Needs the session quiet: its write lock free, then held. Returns ``None`` with
     nothing done when it is busy, or when a guarded row changed in the base, a value
-    clashes, or a deadlock with the agent broke the statement; the caller then takes
-    the general path, which reports conflicts and errors in detail. Else returns
-    (table, kind, rows applied) in the order the statement applied them.
+    clashes (deferred constraints included: they are checked here), or a deadlock
+    with the agent broke the statement; the caller then takes the general path, which
+    reports conflicts and errors in detail. Else returns (table, kind, rows applied)
+    in the order the statement applied them.
     """
     if not ordered:
         return None
     query, order = _whole_session_statement(ordered)
     try:
         with conn.transaction():  # also gives the session lock back if this fails
-            if not _claim_quiet_session(conn, session_id):
+            if not claim_quiet_session(conn, session_id):
                 return None
             row = conn.execute(query, {"sid": session_id}).fetchone()
             assert row is not None
-            counts = list(row)
+            counts: list[int] = row[0]
             if counts[0::2] != counts[1::2]:
                 raise FastPathMiss
+            # Deferred constraints too, inside the savepoint: a deferrable key that
+            # production inserted meanwhile is a conflict for the general path to report.
+            conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
     except (FastPathMiss, psycopg.errors.IntegrityError, psycopg.errors.DeadlockDetected):
         return None
     return [(label, kind, count) for (label, kind), count in zip(order, counts[1::2])]

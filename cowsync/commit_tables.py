@@ -245,7 +245,9 @@ def apply_query(
 
     With ``before`` (the net column holding the first-touch image), an update or
     delete only touches a base row still equal to that image: the conflict check,
-    done by the statement. ``None`` for an update of a table with only key columns.
+    done by the statement. ``None`` for an update of a table with only key columns
+    (identity columns ``GENERATED ALWAYS`` aside: a session never changes them, and
+    the base refuses to set them).
     """
     # IS NOT DISTINCT FROM, not =: a jsonb = can become a hash-join key the planner
     # computes for every base row.
@@ -268,7 +270,7 @@ def apply_query(
             tail=tail,
         )
     if kind == "update":
-        values = [c for c in t.columns if c not in t.key_columns]
+        values = [c for c in t.columns if c not in t.key_columns + t.always_identity]
         if not values:
             return None
         return sql.SQL(
@@ -486,8 +488,9 @@ def apply_guarded(
 
     Each UPDATE/DELETE touches only base rows still as the session first saw them, so
     a row count short of the net rows means a conflict; an INSERT that meets an
-    existing key raises. Either way the caller rolls this back and takes the full
-    path, which locks, reports conflicts and applies the policy.
+    existing key raises (now, or when deferred constraints are checked at the end).
+    Either way the caller rolls this back and takes the full path, which locks,
+    reports conflicts and applies the policy.
     """
     if not ordered:
         return {}
@@ -508,4 +511,8 @@ def apply_guarded(
         for kind, count in counts.items():
             if count != expected[label].get(kind, 0):
                 raise FastPathMiss
+    try:  # a deferrable key that production inserted meanwhile is a conflict too
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    except psycopg.errors.IntegrityError as exc:
+        raise FastPathMiss from exc
     return applied

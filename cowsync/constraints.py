@@ -124,6 +124,8 @@ class ExclusionCheck:
     operators: tuple[tuple[str, str], ...]  # (schema, name) of each element's operator
     opclasses: tuple[tuple[str, str], ...]  # (schema, name) of each element's operator class
     predicate: str | None  # EXCLUDE ... WHERE (...)
+    deferrable: bool = False  # pg_constraint.condeferrable
+    initially_deferred: bool = False  # pg_constraint.condeferred
 
 
 def exclusion_checks(conn: psycopg.Connection, base_oid: int) -> list[ExclusionCheck]:
@@ -147,7 +149,7 @@ def exclusion_checks(conn: psycopg.Connection, base_oid: int) -> list[ExclusionC
                      JOIN pg_opclass oc ON oc.oid = x.oid
                      JOIN pg_namespace ocn ON ocn.oid = oc.opcnamespace
                      WHERE x.k <= i.indnkeyatts ORDER BY x.k),
-               pg_get_expr(i.indpred, i.indrelid)
+               pg_get_expr(i.indpred, i.indrelid), con.condeferrable, con.condeferred
         FROM pg_constraint con
         JOIN pg_index i ON i.indexrelid = con.conindid
         JOIN pg_class ic ON ic.oid = i.indexrelid
@@ -167,8 +169,21 @@ def exclusion_checks(conn: psycopg.Connection, base_oid: int) -> list[ExclusionC
             tuple((schema, op) for schema, op in operators),
             tuple((schema, opc) for schema, opc in opclasses),
             pred,
+            deferrable,
+            deferred,
         )
-        for name, index_name, method, exprs, columns, operators, opclasses, pred in rows
+        for (
+            name,
+            index_name,
+            method,
+            exprs,
+            columns,
+            operators,
+            opclasses,
+            pred,
+            deferrable,
+            deferred,
+        ) in rows
     ]
 
 

@@ -277,17 +277,34 @@ def _refresh_triggers(conn: psycopg.Connection, config: CowConfig) -> None:
     """Re-render every enabled table's trigger: the foreign keys a trigger checks point
     at views or tables depending on what else is enabled."""
     for layout in _layouts(conn):
-        for statement in render.changes_indexes(layout):
-            conn.execute(statement)
+        _sync_changes_indexes(conn, layout)
         conn.execute(render.trigger_function(layout, config))
         _sync_fk_checks(conn, layout, config)
+
+
+def _sync_changes_indexes(conn: psycopg.Connection, layout: render.TableLayout) -> None:
+    """Create the change store's check indexes the constraints need now, and drop the
+    ones a dropped or changed constraint left behind."""
+    wanted = render.changes_indexes(layout)
+    existing = conn.execute(
+        "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid = %s::regclass",
+        (layout.changes.as_string(conn),),
+    ).fetchall()
+    for (name,) in existing:
+        match = render.CHECK_INDEX_NAME.fullmatch(name)
+        if match and int(match.group(1)) == layout.registry_id and name not in wanted:
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(layout.schema, name)))
+    for statement in wanted.values():
+        conn.execute(statement)
 
 
 def _sync_fk_checks(
     conn: psycopg.Connection, layout: render.TableLayout, config: CowConfig
 ) -> None:
-    """Bring the change store's deferred foreign-key checks (constraint triggers and
-    their function) in line with the foreign keys as they are now.
+    """Bring the change store's deferred checks (constraint triggers and their
+    function) in line with the deferrable foreign keys and EXCLUDE constraints as they
+    are now.
 
     A trigger whose definition is unchanged is kept, not recreated: dropping a
     trigger with events still pending in this transaction would lose them.
@@ -474,8 +491,7 @@ def _install_table_objects(
     conn.execute(render.view(layout, config))
     for statement in render.view_defaults(layout):
         conn.execute(statement)
-    for statement in render.changes_indexes(layout):
-        conn.execute(statement)
+    _sync_changes_indexes(conn, layout)
     conn.execute(render.trigger_function(layout, config))
     conn.execute(render.trigger(layout))
     _sync_fk_checks(conn, layout, config)

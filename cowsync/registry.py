@@ -23,7 +23,7 @@ class EnabledTable:
     changes_name: str
     key_columns: tuple[str, ...]
     columns: tuple[str, ...]
-    always_identity: bool
+    always_identity: tuple[str, ...]  # identity columns GENERATED ALWAYS
 
     @property
     def label(self) -> str:
@@ -83,7 +83,7 @@ def enabled_tables(
         """
         SELECT t.id, t.schema_name, t.table_name, t.base_name, t.changes_name, t.key_columns,
                array_agg(a.attname::text ORDER BY a.attnum),
-               bool_or(a.attidentity = 'a')
+               array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attidentity = 'a')
         FROM cowsync.tables t
         JOIN pg_namespace n ON n.nspname = t.schema_name
         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.base_name
@@ -93,7 +93,7 @@ def enabled_tables(
         """
     ).fetchall()
     found = [
-        EnabledTable(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), tuple(r[6]), bool(r[7]))
+        EnabledTable(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), tuple(r[6]), tuple(r[7] or ()))
         for r in rows
     ]
     if tables is None:

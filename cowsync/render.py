@@ -115,28 +115,46 @@ def _index_expressions(check: UniqueCheck) -> sql.Composable:
     return sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(e)) for e in check.expressions)
 
 
-def changes_indexes(layout: TableLayout) -> list[sql.Composed]:
-    """Indexes that let unique, exclusion and foreign-key checks reach session rows by value."""
+def _named_index(
+    layout: TableLayout, kind: str, definition: sql.Composed
+) -> tuple[str, sql.Composed]:
+    """An index of the change store named by its kind and a hash of its definition, so a
+    changed constraint gets a fresh index and the old one is found and dropped (install.py)."""
+    digest = hashlib.sha256(definition.as_string(None).encode()).hexdigest()[:12]
+    name = f"cowsync_{layout.registry_id}_{kind}_{digest}"
+    return name, sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} {}").format(
+        sql.Identifier(name), layout.changes, definition
+    )
+
+
+# What the change store's check indexes are named (_named_index), and were before
+# (u0, fk0, ... by position): install.py drops those it no longer wants.
+CHECK_INDEX_NAME = re.compile(r"cowsync_(\d+)_(?:u|fk|x)(?:\d+|_[0-9a-f]{12})")
+
+
+def changes_indexes(layout: TableLayout) -> dict[str, sql.Composed]:
+    """Indexes that let unique, exclusion and foreign-key checks reach session rows by
+    value: ``CREATE INDEX IF NOT EXISTS`` by name."""
     statements = []
-    for i, check in enumerate(layout.uniques):
+    for check in layout.uniques:
         statements.append(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}){}").format(
-                _index_name(layout, f"u{i}"),
-                layout.changes,
-                _index_expressions(check),
-                sql.SQL(" WHERE {}").format(sql.SQL(check.predicate))
-                if check.predicate
-                else sql.SQL(""),
+            _named_index(
+                layout,
+                "u",
+                sql.SQL("({}){}").format(
+                    _index_expressions(check),
+                    sql.SQL(" WHERE {}").format(sql.SQL(check.predicate))
+                    if check.predicate
+                    else sql.SQL(""),
+                ),
             )
         )
     statements.extend(_exclusion_index(layout, check) for check in layout.exclusions)
-    for i, fk in enumerate(layout.fks_out):
+    for fk in layout.fks_out:
         statements.append(
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                _index_name(layout, f"fk{i}"), layout.changes, _ident_list(fk.columns)
-            )
+            _named_index(layout, "fk", sql.SQL("({})").format(_ident_list(fk.columns)))
         )
-    return statements
+    return dict(statements)
 
 
 def view(layout: TableLayout, config: CowConfig) -> sql.Composed:
@@ -323,14 +341,12 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, skip: bool) -> sql.Co
     )
 
 
-def _exclusion_index(layout: TableLayout, check: ExclusionCheck) -> sql.Composed:
+def _exclusion_index(layout: TableLayout, check: ExclusionCheck) -> tuple[str, sql.Composed]:
     """The EXCLUDE constraint's index (same method, elements, operator classes and
     predicate) on the change store, so a session's check probes it rather than scanning.
 
     The view finds a change-store row's session through a per-row probe, not a
     column predicate, so ``_cow_session`` in this index would not narrow the scan.
-    The name hashes the definition, so an ``alter`` that changes the constraint
-    builds a fresh index rather than finding the old one under a reused name.
     """
     elements = sql.SQL(", ").join(
         sql.SQL("{} {}").format(
@@ -344,10 +360,7 @@ def _exclusion_index(layout: TableLayout, check: ExclusionCheck) -> sql.Composed
         elements,
         sql.SQL(" WHERE {}").format(sql.SQL(check.predicate)) if check.predicate else sql.SQL(""),
     )
-    digest = hashlib.sha256(definition.as_string(None).encode()).hexdigest()[:12]
-    return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} {}").format(
-        _index_name(layout, f"x_{digest}"), layout.changes, definition
-    )
+    return _named_index(layout, "x", definition)
 
 
 _OPERATOR_NAME = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
@@ -360,15 +373,31 @@ def _operator(schema: str, name: str) -> sql.Composed:
     return sql.SQL("OPERATOR({}.{})").format(sql.Identifier(schema), sql.SQL(name))
 
 
-def _exclusion_check(layout: TableLayout, check: ExclusionCheck, skip: bool) -> sql.Composed:
+def _exclusion_check(
+    layout: TableLayout, check: ExclusionCheck, skip: bool, row: str = "new"
+) -> sql.Composed:
     """Refuse NEW when another row the session sees conflicts with it on every element.
 
     Run after NEW was written (``skip=False``: the row itself is excluded by its key)
     it raises 23P01 as the table would; run before (``skip=True``, for ON CONFLICT
-    DO NOTHING, which PostgreSQL lets skip exclusion conflicts too) it skips the row.
+    DO NOTHING, which PostgreSQL lets skip exclusion conflicts too) it skips the row,
+    or, for a DEFERRABLE constraint, refuses the statement (55000) as the table does.
     A NULL element never conflicts, and NEW outside a partial constraint's WHERE is
     not checked.
     """
+    if skip and check.deferrable:
+        return sql.SQL(
+            "RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state', MESSAGE = {}, "
+            "CONSTRAINT = {}, TABLE = {}, SCHEMA = {};"
+        ).format(
+            sql.Literal(
+                "ON CONFLICT does not support deferrable unique constraints/exclusion "
+                "constraints as arbiters"
+            ),
+            sql.Literal(check.name),
+            sql.Literal(layout.view_name),
+            sql.Literal(layout.schema),
+        )
     fields = [sql.Identifier("_cow_v_row", f"x{i}") for i in range(len(check.expressions))]
 
     def element(alias: str, expr: str, column: str | None) -> sql.Composable:
@@ -398,44 +427,65 @@ def _exclusion_check(layout: TableLayout, check: ExclusionCheck, skip: bool) -> 
         ).format(view=layout.view, conflicts=conflicts)
     else:
         names = sql.Literal(", ".join(check.expressions))
+        written = sql.SQL("concat_ws(', ', {})").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(f) for f in fields)
+        )
+        # A deferred check (row is the change-store row) fires for every write; the
+        # table rechecks only the later row of a clashing pair, so that row is named first.
+        later: sql.Composable = sql.SQL("false")
+        if row != "new":
+            later = sql.SQL(
+                "EXISTS (SELECT 1 FROM ONLY {changes} AS _cow_s WHERE _cow_s._cow_session = "
+                "{row}._cow_session AND {s_key_equals_x} AND _cow_s._cow_current "
+                "AND _cow_s._cow_seq > {row}._cow_seq)"
+            ).format(
+                changes=layout.changes,
+                row=sql.Identifier(row),
+                s_key_equals_x=_key_equals("_cow_s", "_cow_x", layout.key_columns),
+            )
         error = _raise(
             "exclusion_violation",
             sql.SQL(
                 "format('conflicting key value violates exclusion constraint \"%s\"', {})"
             ).format(sql.Literal(check.name)),
             sql.SQL(
-                "format('Key (%s)=(%s) conflicts with existing key (%s)=(%s).', "
-                "{names}, {new}, {names}, _cow_v_clash)"
-            ).format(
-                names=names,
-                new=sql.SQL("concat_ws(', ', {})").format(
-                    sql.SQL(", ").join(sql.SQL("{}::text").format(f) for f in fields)
-                ),
-            ),
+                "format('Key (%s)=(%s) conflicts with existing key (%s)=(%s).', {names}, "
+                "CASE WHEN _cow_v_later THEN _cow_v_clash ELSE {written} END, {names}, "
+                "CASE WHEN _cow_v_later THEN {written} ELSE _cow_v_clash END)"
+            ).format(names=names, written=written),
             check.name,
             layout,
         )
         probe = sql.SQL(
             "DECLARE\n"
             "    _cow_v_clash text;\n"
+            "    _cow_v_later boolean;\n"
             "BEGIN\n"
-            "    SELECT concat_ws(', ', {existing}) INTO _cow_v_clash FROM {view} AS _cow_x\n"
+            "    SELECT concat_ws(', ', {existing}), {later} INTO _cow_v_clash, _cow_v_later\n"
+            "        FROM {view} AS _cow_x\n"
             "        WHERE {conflicts} AND ROW({x_keys}) IS DISTINCT FROM ROW({new_keys})\n"
             "        LIMIT 1;\n"
             "    IF FOUND THEN {error} END IF;\n"
             "END;"
         ).format(
             existing=sql.SQL(", ").join(sql.SQL("({})::text").format(x) for x in existing),
+            later=later,
             view=layout.view,
             conflicts=conflicts,
             x_keys=_ident_list(layout.key_columns, "_cow_x"),
-            new_keys=_ident_list(layout.key_columns, "new"),
+            new_keys=_ident_list(layout.key_columns, row),
             error=error,
         )
     return sql.SQL(
-        "SELECT {select_list} INTO _cow_v_row FROM (SELECT new.*) AS _cow_n{predicate};\n"
+        "SELECT {select_list} INTO _cow_v_row FROM (SELECT {row}.*) AS _cow_n{predicate};\n"
         "IF FOUND{not_null} THEN\n{probe}\nEND IF;"
-    ).format(select_list=select_list, predicate=predicate, not_null=not_null, probe=probe)
+    ).format(
+        select_list=select_list,
+        row=sql.Identifier(row),
+        predicate=predicate,
+        not_null=not_null,
+        probe=probe,
+    )
 
 
 def _relation_ident(rel: Relation) -> sql.Identifier:
@@ -473,6 +523,25 @@ def _fk_out_probe(layout: TableLayout, fk: ForeignKeyOut, row: str) -> sql.Compo
     ).format(parent=_relation_ident(fk.parent), match=match, error=error)
 
 
+def _fk_out_mixed_nulls(layout: TableLayout, fk: ForeignKeyOut, row: str) -> sql.Composed:
+    """MATCH FULL: a key partly NULL is refused (23503), as the table's check refuses it."""
+    if not fk.match_full or len(fk.columns) < 2:
+        return sql.Composed([])
+    error = _raise(
+        "foreign_key_violation",
+        sql.SQL(
+            'format(\'insert or update on table "%s" violates foreign key constraint "%s"\', '
+            "{}, {})"
+        ).format(sql.Literal(layout.view_name), sql.Literal(fk.name)),
+        sql.Literal("MATCH FULL does not allow mixing of null and nonnull key values."),
+        fk.name,
+        layout,
+    )
+    return sql.SQL("IF pg_catalog.num_nulls({}) NOT IN (0, {}) THEN {} END IF;").format(
+        _ident_list(fk.columns, row), sql.Literal(len(fk.columns)), error
+    )
+
+
 def _fk_out_check(layout: TableLayout, fk: ForeignKeyOut, only_if_changed: bool) -> sql.Composed:
     """Refuse NEW when the parent row it references is not visible to the session.
 
@@ -486,7 +555,9 @@ def _fk_out_check(layout: TableLayout, fk: ForeignKeyOut, only_if_changed: bool)
         condition = sql.SQL("ROW({}) IS DISTINCT FROM ROW({}) AND {}").format(
             _ident_list(fk.columns, "new"), _ident_list(fk.columns, "old"), present
         )
-    return sql.SQL("IF {} THEN\n{}\nEND IF;").format(condition, _fk_out_probe(layout, fk, "new"))
+    return sql.SQL("{}\nIF {} THEN\n{}\nEND IF;").format(
+        _fk_out_mixed_nulls(layout, fk, "new"), condition, _fk_out_probe(layout, fk, "new")
+    )
 
 
 def _referencing(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composable:
@@ -563,7 +634,8 @@ def _fk_in_restrict(layout: TableLayout, fk: ForeignKeyIn, action: str) -> sql.C
 @dataclass(frozen=True)
 class DeferredCheck:
     """One constraint trigger on the change store: the deferrable foreign keys named ``name``
-    (a self-reference is both an outgoing and an incoming one)."""
+    (a self-reference is both an outgoing and an incoming one), or the table's deferrable
+    EXCLUDE constraint of that name."""
 
     name: str
     initially_deferred: bool
@@ -571,6 +643,7 @@ class DeferredCheck:
     fks_in: tuple[ForeignKeyIn, ...]
     live: bool  # fires for live current rows (a child written, a referenced value changed)
     dead: bool  # fires for tombstones (a parent deleted or re-keyed)
+    exclusions: tuple[ExclusionCheck, ...] = ()  # a deferrable EXCLUDE constraint of this name
 
     @property
     def signature(self) -> str:
@@ -587,13 +660,14 @@ def _key_only(layout: TableLayout, fk: ForeignKeyIn) -> bool:
 
 
 def deferred_checks(layout: TableLayout) -> list[DeferredCheck]:
-    """The constraint triggers the change store needs, one per deferrable foreign-key name.
+    """The constraint triggers the change store needs, one per deferrable constraint name.
 
-    Deferred are the child-side check of every deferrable foreign key out, and the
-    NO ACTION check of every deferrable foreign key in (RESTRICT and the referential
-    actions are never deferred). A name that cannot be given to a trigger here (the
-    table has a CHECK constraint of that name, or the keys sharing it disagree on
-    INITIALLY DEFERRED) stays checked row by row by the INSTEAD OF trigger.
+    Deferred are the child-side check of every deferrable foreign key out, the NO
+    ACTION check of every deferrable foreign key in (RESTRICT and the referential
+    actions are never deferred) and every deferrable EXCLUDE constraint. A name that
+    cannot be given to a trigger here (the table has a CHECK constraint of that name,
+    or the constraints sharing it disagree on INITIALLY DEFERRED) stays checked row by
+    row by the INSTEAD OF trigger.
     """
     reserved = {f"cowsync_{layout.registry_id}_history"}
     outs: dict[str, list[ForeignKeyOut]] = {}
@@ -609,17 +683,40 @@ def deferred_checks(layout: TableLayout) -> list[DeferredCheck]:
             and fk_in.name not in reserved
         ):
             ins.setdefault(fk_in.name, []).append(fk_in)
+    excludes = {x.name: (x,) for x in layout.exclusions if x.deferrable and x.name not in reserved}
     checks = []
-    for name in sorted(outs.keys() | ins.keys()):
+    for name in sorted(outs.keys() | ins.keys() | excludes.keys()):
         group_out, group_in = tuple(outs.get(name, ())), tuple(ins.get(name, ()))
-        flags = {f.initially_deferred for f in group_out} | {f.initially_deferred for f in group_in}
+        group_x = excludes.get(name, ())
+        flags = {f.initially_deferred for f in (*group_out, *group_in, *group_x)}
         if len(flags) != 1:
             continue
-        live = bool(group_out) or any(
-            f.on_update == "a" and not _key_only(layout, f) for f in group_in
+        live = bool(group_out or group_x) or any(_follows_values(layout, f) for f in group_in)
+        checks.append(
+            DeferredCheck(name, flags.pop(), group_out, group_in, live, bool(group_in), group_x)
         )
-        checks.append(DeferredCheck(name, flags.pop(), group_out, group_in, live, bool(group_in)))
     return checks
+
+
+def _defers_exclusion(layout: TableLayout, check: ExclusionCheck) -> bool:
+    return any(check in deferred.exclusions for deferred in deferred_checks(layout))
+
+
+def _deferred_exclusion(layout: TableLayout, check: ExclusionCheck) -> sql.Composed:
+    """At fire time: the key's current live row in the row's session (it may have
+    changed or gone since the write) must not conflict with a row that session sees."""
+    return sql.SQL(
+        "IF NOT NEW._cow_deleted THEN\n"
+        "    SELECT _cow_c.* INTO _cow_v_cur FROM ONLY {changes} AS _cow_c\n"
+        "        WHERE _cow_c._cow_session = NEW._cow_session AND {c_key_equals_new}\n"
+        "          AND _cow_c._cow_current AND NOT _cow_c._cow_deleted;\n"
+        "    IF FOUND THEN\n{check}\n    END IF;\n"
+        "END IF;"
+    ).format(
+        changes=layout.changes,
+        c_key_equals_new=_key_equals("_cow_c", "new", layout.key_columns),
+        check=_exclusion_check(layout, check, False, "_cow_v_cur"),
+    )
 
 
 def _defers_out(layout: TableLayout, fk: ForeignKeyOut) -> bool:
@@ -638,11 +735,12 @@ def _deferred_out(layout: TableLayout, fk: ForeignKeyOut) -> sql.Composed:
         "    SELECT _cow_c.* INTO _cow_v_row FROM ONLY {changes} AS _cow_c\n"
         "        WHERE _cow_c._cow_session = NEW._cow_session AND {c_key_equals_new}\n"
         "          AND _cow_c._cow_current AND NOT _cow_c._cow_deleted;\n"
-        "    IF FOUND AND {present} THEN\n{probe}\n    END IF;\n"
+        "    IF FOUND THEN\n{mixed}\n    IF {present} THEN\n{probe}\n    END IF;\n    END IF;\n"
         "END IF;"
     ).format(
         changes=layout.changes,
         c_key_equals_new=_key_equals("_cow_c", "new", layout.key_columns),
+        mixed=_fk_out_mixed_nulls(layout, fk, "_cow_v_row"),
         present=_all_present("_cow_v_row", fk.columns),
         probe=_fk_out_probe(layout, fk, "_cow_v_row"),
     )
@@ -674,6 +772,58 @@ def _still_referenced(layout: TableLayout, fk: ForeignKeyIn, row: str) -> sql.Co
     )
 
 
+# The write trigger sets these around a tombstone's write. A NO ACTION check that fires
+# at the end of that write (INITIALLY IMMEDIATE, or after SET CONSTRAINTS ... IMMEDIATE)
+# runs before the rest of the row's change is made: TOMBSTONE_SETTING holds TG_OP, so a
+# delete (key change) that the foreign key's ON DELETE (ON UPDATE) action handles is
+# skipped (the action runs next; PostgreSQL never defers actions), and REKEY_SETTING
+# holds a key change's new row, so a referenced value the row keeps is not taken away
+# (its new key's row is written next). A check fired later (deferred) finds both empty
+# and judges the tombstone as it stands, every action done.
+TOMBSTONE_SETTING = "cowsync.fk_tombstone"
+REKEY_SETTING = "cowsync.fk_rekey"
+
+
+def _tombstone_is(operation: str) -> sql.Composed:
+    return sql.SQL("coalesce(current_setting({}, true), '') = {}").format(
+        sql.Literal(TOMBSTONE_SETTING), sql.Literal(operation)
+    )
+
+
+def _acted_on(fk: ForeignKeyIn) -> sql.Composable:
+    """Whether the tombstone being written is one the foreign key's action handles."""
+    parts = [_tombstone_is("DELETE")] if fk.on_delete != "a" else []
+    parts += [_tombstone_is("UPDATE")] if fk.on_update != "a" else []
+    return sql.SQL(" OR ").join(parts) if parts else sql.SQL("false")
+
+
+def _follows_values(layout: TableLayout, fk: ForeignKeyIn) -> bool:
+    """Whether the NO ACTION check judges every value the key held (see _deferred_in)."""
+    return fk.on_update == "a" and not _key_only(layout, fk)
+
+
+def _marks_tombstones(layout: TableLayout) -> tuple[bool, bool]:
+    """Whether the write trigger sets TOMBSTONE_SETTING, and REKEY_SETTING."""
+    fks = [fk for check in deferred_checks(layout) for fk in check.fks_in]
+    return (
+        any(fk.on_delete != "a" or fk.on_update != "a" for fk in fks),
+        any(_follows_values(layout, fk) for fk in fks),
+    )
+
+
+def _kept_by_rekey(layout: TableLayout, fk: ForeignKeyIn, row: str) -> sql.Composed:
+    """Whether the key change being written keeps the referenced value in ``row``."""
+    return sql.SQL(
+        "ROW({}) IS NOT DISTINCT FROM (SELECT ROW({}) FROM jsonb_populate_record(NULL::{}, "
+        "nullif(current_setting({}, true), '')::jsonb) AS _cow_r)"
+    ).format(
+        _ident_list(fk.columns, row),
+        _ident_list(fk.columns, "_cow_r"),
+        layout.base,
+        sql.Literal(REKEY_SETTING),
+    )
+
+
 def _deferred_in(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composed:
     """At fire time: a referenced value this write took away must not be referenced.
 
@@ -681,12 +831,13 @@ def _deferred_in(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composed:
     have changed it in place, so every value the key held in the session is judged:
     the row before (OLD), the base row, the session's other rows of the key.
     """
-    if not (fk.on_update == "a" and not _key_only(layout, fk)):
-        return sql.SQL("IF NEW._cow_deleted AND {} THEN\n{}\nEND IF;").format(
-            _all_present("new", fk.columns), _still_referenced(layout, fk, "new")
+    if not _follows_values(layout, fk):
+        return sql.SQL("IF NEW._cow_deleted AND {} AND NOT ({}) THEN\n{}\nEND IF;").format(
+            _all_present("new", fk.columns), _acted_on(fk), _still_referenced(layout, fk, "new")
         )
     columns = _ident_list(fk.columns)
     return sql.SQL(
+        "IF NOT (NEW._cow_deleted AND ({acted_on})) THEN\n"
         "FOR _cow_v_key IN\n"
         "    SELECT DISTINCT * FROM (\n"
         "        SELECT {new_values}\n"
@@ -695,9 +846,11 @@ def _deferred_in(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composed:
         "            FROM jsonb_populate_record(NULL::{base}, NEW._cow_before) AS _cow_b\n"
         "        UNION ALL SELECT {c_values} FROM ONLY {changes} AS _cow_c\n"
         "            WHERE _cow_c._cow_session = NEW._cow_session AND {c_key_equals_new}\n"
-        "    ) AS _cow_k ({columns}) WHERE {present}\n"
-        "LOOP\n{check}\nEND LOOP;"
+        "    ) AS _cow_k ({columns}) WHERE {present} AND NOT {kept}\n"
+        "LOOP\n{check}\nEND LOOP;\n"
+        "END IF;"
     ).format(
+        acted_on=_acted_on(fk),
         new_values=_ident_list(fk.columns, "new"),
         old_values=_ident_list(fk.columns, "old"),
         b_values=_ident_list(fk.columns, "_cow_b"),
@@ -707,6 +860,7 @@ def _deferred_in(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composed:
         c_key_equals_new=_key_equals("_cow_c", "new", layout.key_columns),
         columns=columns,
         present=_all_present("_cow_k", fk.columns),
+        kept=_kept_by_rekey(layout, fk, "_cow_k"),
         check=_still_referenced(layout, fk, "_cow_v_key"),
     )
 
@@ -714,6 +868,7 @@ def _deferred_in(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composed:
 def _deferred_check_body(layout: TableLayout, check: DeferredCheck) -> sql.Composed:
     parts = [_deferred_out(layout, fk) for fk in check.fks_out]
     parts += [_deferred_in(layout, fk) for fk in check.fks_in]
+    parts += [_deferred_exclusion(layout, x) for x in check.exclusions]
     return sql.SQL("IF TG_NAME = {} THEN\n{}\nEND IF;").format(
         sql.Literal(check.name), sql.SQL("\n").join(parts)
     )
@@ -735,6 +890,7 @@ def fk_check_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
         search_path=sql.SQL("pg_catalog, {}, pg_temp").format(sql.Identifier(layout.schema)),
         session_setting=_setting_name(config.session_variable),
         session_variable=sql.Literal(config.session_variable),
+        changes=layout.changes,
         checks=sql.SQL("\n").join(_deferred_check_body(layout, c) for c in deferred_checks(layout)),
     )
 
@@ -840,6 +996,27 @@ def _guarded(condition: sql.Composable, body: sql.Composed) -> sql.Composed:
     return sql.SQL("IF {} THEN\n{}\nEND IF;").format(condition, body)
 
 
+def _tombstone_marked(layout: TableLayout, put: sql.Composed) -> sql.Composed:
+    """The tombstone's write, with TOMBSTONE_SETTING and REKEY_SETTING telling the NO
+    ACTION checks that fire at its end what the rest of the change will do."""
+    operation, rekey = _marks_tombstones(layout)
+    before, after = [], []
+    for wanted, setting, value in (
+        (operation, TOMBSTONE_SETTING, sql.SQL("TG_OP")),
+        (rekey, REKEY_SETTING, sql.SQL("CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(NEW)::text END")),
+    ):
+        if wanted:
+            before.append(
+                sql.SQL("PERFORM pg_catalog.set_config({}, {}, true);").format(
+                    sql.Literal(setting), value
+                )
+            )
+            after.append(
+                sql.SQL("PERFORM pg_catalog.set_config({}, '', true);").format(sql.Literal(setting))
+            )
+    return sql.SQL("\n").join([*before, put, *after])
+
+
 def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
     always_identity = any(c.identity == "a" for c in layout.columns)
     keys = layout.key_columns
@@ -849,7 +1026,11 @@ def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
     insert_skip = [_unique_check(layout, u, True) for u in layout.uniques] + [
         _exclusion_check(layout, x, True) for x in layout.exclusions
     ]
-    exclusion_checks = [_exclusion_check(layout, x, False) for x in layout.exclusions]
+    exclusion_checks = [
+        _exclusion_check(layout, x, False)
+        for x in layout.exclusions
+        if not _defers_exclusion(layout, x)
+    ]
     insert_checks = (
         [_unique_check(layout, u, False) for u in layout.uniques]
         + exclusion_checks
@@ -930,8 +1111,17 @@ def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
         put_new_live=_put(
             layout, "new", False, "_cow_v_has_cur", "_cow_v_cur", "_cow_v_existed", "_cow_v_before"
         ),
-        put_old_dead=_put(
-            layout, "old", True, "_cow_v_has_cur", "_cow_v_cur", "_cow_v_existed", "_cow_v_before"
+        put_old_dead=_tombstone_marked(
+            layout,
+            _put(
+                layout,
+                "old",
+                True,
+                "_cow_v_has_cur",
+                "_cow_v_cur",
+                "_cow_v_existed",
+                "_cow_v_before",
+            ),
         ),
         put_new_live_at_new_key=_put(
             layout,

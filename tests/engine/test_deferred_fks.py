@@ -58,6 +58,23 @@ def commit_error(conn: psycopg.Connection[Any], *statements: str) -> psycopg.Err
     return None
 
 
+def first_error(conn: psycopg.Connection[Any], *statements: str) -> psycopg.Error | None:
+    """Run ``statements`` in one transaction; the first error a statement or the COMMIT
+    raised, if any (the transaction is then rolled back)."""
+    conn.execute("BEGIN")
+    try:
+        for statement in statements:
+            conn.execute(statement)
+    except psycopg.Error as exc:
+        conn.execute("ROLLBACK")
+        return exc
+    try:
+        conn.execute("COMMIT")
+    except psycopg.Error as exc:
+        return exc
+    return None
+
+
 def production_rows(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     return fetch(conn, "SELECT id, author_id FROM ONLY books_base ORDER BY id")
 
@@ -636,3 +653,170 @@ def test_an_upgrade_installs_the_checks_on_tables_enabled_before_them(conn, monk
         error = commit_error(conn, "INSERT INTO books VALUES (11, 51, 'never')")
         assert isinstance(error, psycopg.errors.ForeignKeyViolation)
         assert fetch(conn, "SELECT current_setting('cow.sid')") == [("S",)]
+
+
+# --- MATCH FULL, referential actions, change-store indexes ----------------------------------------
+
+REGIONS = """
+CREATE TABLE regions (a int, b int, PRIMARY KEY (a, b));
+INSERT INTO regions VALUES (1, 1);
+CREATE TABLE shops (id int PRIMARY KEY, a int, b int, CONSTRAINT shops_region
+                    FOREIGN KEY (a, b) REFERENCES regions MATCH FULL {extra});
+INSERT INTO shops VALUES (1, 1, 1), (2, NULL, NULL);
+"""
+
+
+@pytest.mark.parametrize("extra", ["", DEFERRED], ids=["immediate", "deferred"])
+def test_match_full_refuses_a_key_part_null_as_the_table_does(cow, extra):
+    """MATCH FULL: all key columns NULL (no reference) or none; a mix raises 23503."""
+    writes = ("INSERT INTO shops VALUES (3, 1, NULL)", "UPDATE shops SET b = NULL WHERE id = 1")
+    cow.execute("CREATE SCHEMA plain; SET search_path = plain")
+    cow.execute(REGIONS.format(extra=extra))
+    expected = [first_error(cow, statement) for statement in writes]
+    cow.execute("RESET search_path; DROP SCHEMA plain CASCADE")
+    cow.execute(REGIONS.format(extra=extra))
+    cowsync.enable(cow, "regions")
+    cowsync.enable(cow, "shops")
+    with cowsync.session(cow, "S"):
+        for statement, want in zip(writes, expected):
+            got = first_error(cow, statement)
+            assert isinstance(want, psycopg.errors.ForeignKeyViolation)
+            assert isinstance(got, psycopg.errors.ForeignKeyViolation), statement
+            assert (got.diag.message_primary, got.diag.message_detail) == (
+                want.diag.message_primary,
+                want.diag.message_detail,
+            )
+            assert got.diag.constraint_name == "shops_region"
+        assert first_error(cow, "INSERT INTO shops VALUES (4, NULL, NULL)") is None
+        assert fetch(cow, "SELECT id, a, b FROM shops ORDER BY id") == [
+            (1, 1, 1),
+            (2, None, None),
+            (4, None, None),
+        ]
+
+
+ACTIONS = [
+    ("CASCADE", "NO ACTION"),
+    ("SET NULL", "NO ACTION"),
+    ("NO ACTION", "CASCADE"),
+    ("NO ACTION", "SET NULL"),
+]
+
+
+@pytest.mark.parametrize(("on_delete", "on_update"), ACTIONS)
+@pytest.mark.parametrize(
+    "timing",
+    ["DEFERRABLE INITIALLY IMMEDIATE", DEFERRED + "+SET CONSTRAINTS ALL IMMEDIATE"],
+    ids=["initially-immediate", "set-immediate"],
+)
+def test_a_referential_action_runs_before_the_no_action_check(cow, on_delete, on_update, timing):
+    """PostgreSQL never defers CASCADE / SET NULL: they run in the statement, so the
+    statement that deletes or re-keys a parent is not refused for the children the
+    action is about to handle, even when the other side's NO ACTION check is immediate."""
+    extra, _, set_constraints = timing.partition("+")
+    statements = ["DELETE FROM authors WHERE id = 1", "UPDATE authors SET id = 20 WHERE id = 2"]
+    books = "SELECT id, author_id FROM books ORDER BY id"
+
+    def outcomes() -> list[Any]:
+        results = []
+        for statement in statements:
+            error = first_error(cow, *[s for s in (set_constraints, statement) if s])
+            results.append(error.diag.sqlstate if error else fetch(cow, books))
+        return results
+
+    cow.execute("CREATE SCHEMA plain; SET search_path = plain")
+    make_authors_books(cow, extra, on_delete, on_update, enable=())
+    expected = outcomes()
+    cow.execute("RESET search_path; DROP SCHEMA plain CASCADE")
+    make_authors_books(cow, extra, on_delete, on_update)
+    with cowsync.session(cow, "S"):
+        assert outcomes() == expected
+
+
+TEAMS = """
+CREATE TABLE teams (id int PRIMARY KEY, code text UNIQUE NOT NULL);
+INSERT INTO teams VALUES (1, 'red'), (2, 'blue');
+CREATE TABLE players (id int PRIMARY KEY,
+                      team text REFERENCES teams (code) ON DELETE {on_delete} {extra});
+INSERT INTO players VALUES (1, 'red'), (2, 'blue');
+"""
+
+
+@pytest.mark.parametrize("on_delete", ["NO ACTION", "CASCADE"])
+@pytest.mark.parametrize(
+    "timing",
+    ["DEFERRABLE INITIALLY IMMEDIATE", DEFERRED + "+SET CONSTRAINTS ALL IMMEDIATE"],
+    ids=["initially-immediate", "set-immediate"],
+)
+def test_a_parent_re_keyed_keeps_the_unique_value_it_is_referenced_by(cow, on_delete, timing):
+    """The old key's tombstone is written before the new key's row: a check that fires
+    in between must not take the referenced value the new row keeps for gone."""
+    extra, _, set_constraints = timing.partition("+")
+    statements = [
+        "UPDATE teams SET id = 9 WHERE id = 1",
+        "UPDATE teams SET id = 8, code = 'gold' WHERE id = 9",
+        "DELETE FROM teams WHERE id = 2",
+    ]
+
+    def outcomes() -> list[Any]:
+        results = []
+        for statement in statements:
+            error = first_error(cow, *[s for s in (set_constraints, statement) if s])
+            results.append(
+                error.diag.sqlstate
+                if error
+                else fetch(cow, "SELECT id, code FROM teams ORDER BY id")
+                + fetch(cow, "SELECT id, team FROM players ORDER BY id")
+            )
+        return results
+
+    cow.execute("CREATE SCHEMA plain; SET search_path = plain")
+    cow.execute(TEAMS.format(on_delete=on_delete, extra=extra))
+    expected = outcomes()
+    cow.execute("RESET search_path; DROP SCHEMA plain CASCADE")
+    cow.execute(TEAMS.format(on_delete=on_delete, extra=extra))
+    cowsync.enable(cow, "teams")
+    cowsync.enable(cow, "players")
+    with cowsync.session(cow, "S"):
+        assert outcomes() == expected
+    assert expected[0] == [(2, "blue"), (9, "red"), (1, "red"), (2, "blue")]
+
+
+def change_store_indexes(conn: psycopg.Connection[Any], table: str) -> list[str]:
+    """The definitions of the change store's indexes for unique, exclusion and FK checks."""
+    return [
+        definition.split(" USING ", 1)[1]
+        for (definition,) in fetch(
+            conn,
+            "SELECT indexdef FROM pg_indexes WHERE tablename = %s "
+            "AND indexname NOT LIKE '%%\\_current' AND indexname NOT LIKE '%%\\_history' "
+            "ORDER BY indexdef",
+            (table,),
+        )
+    ]
+
+
+def test_a_changed_constraint_leaves_no_change_store_index_behind(cow):
+    make_authors_books(cow)
+    cowsync.alter(cow, "authors", "ADD CONSTRAINT authors_name_key UNIQUE (name)")
+    assert change_store_indexes(cow, "authors_changes") == ["btree (name)"]
+    assert change_store_indexes(cow, "books_changes") == ["btree (author_id)"]
+    cowsync.alter(
+        cow,
+        "authors",
+        "DROP CONSTRAINT authors_name_key, ADD COLUMN code text, "
+        "ADD CONSTRAINT authors_code_key UNIQUE (code)",
+    )
+    assert change_store_indexes(cow, "authors_changes") == ["btree (code)"]
+    cowsync.alter(
+        cow,
+        "books",
+        f"DROP CONSTRAINT {FK}, ADD COLUMN author_code text, "
+        "ADD CONSTRAINT books_author_code_fkey FOREIGN KEY (author_code) "
+        "REFERENCES authors_base (code)",
+    )
+    assert change_store_indexes(cow, "books_changes") == ["btree (author_code)"]
+    cowsync.alter(cow, "books", "DROP CONSTRAINT books_author_code_fkey")
+    cowsync.alter(cow, "authors", "DROP CONSTRAINT authors_code_key")
+    assert change_store_indexes(cow, "books_changes") == []
+    assert change_store_indexes(cow, "authors_changes") == []

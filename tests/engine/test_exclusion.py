@@ -275,3 +275,139 @@ def test_unique_and_exclusion_checks_of_one_table_take_turns(cow):
         cow.execute("INSERT INTO items VALUES (20, 'z', '[1,5)') ON CONFLICT DO NOTHING")
         cow.execute("INSERT INTO items VALUES (20, 'a', '[200,201)') ON CONFLICT DO NOTHING")
         assert fetch(cow, "SELECT count(*) FROM items") == [(7,)]
+
+
+def test_a_changed_constraint_leaves_no_change_store_index_behind(cow, catalog_snapshot):
+    """Each change of the constraint gets its own change-store index and drops the
+    previous one; an index named the way older versions named them (by position)
+    goes too; after disable the catalog is as it was."""
+    cow.execute(
+        "CREATE TABLE items (id int PRIMARY KEY, room int, during int4range);"
+        "INSERT INTO items VALUES (1, 1, '[1,5)')"
+    )
+    before = catalog_snapshot(cow, None)
+    cowsync.enable(cow, "items")
+
+    def indexes() -> list[str]:
+        return [
+            definition.split(" USING ", 1)[1]
+            for (definition,) in fetch(
+                cow,
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'items_changes' "
+                "AND indexname LIKE 'cowsync\\_%' AND indexname NOT LIKE '%\\_current' "
+                "AND indexname NOT LIKE '%\\_history' ORDER BY 1",
+            )
+        ]
+
+    cowsync.alter(
+        cow, "items", "ADD CONSTRAINT items_no_overlap EXCLUDE USING gist (during WITH &&)"
+    )
+    assert indexes() == ["gist (during)"]
+    cowsync.alter(
+        cow,
+        "items",
+        "DROP CONSTRAINT items_no_overlap, ADD CONSTRAINT items_no_overlap "
+        "EXCLUDE USING gist (int4range(room, room, '[]') WITH =, during WITH &&)",
+    )
+    assert indexes() == ["gist (int4range(room, room, '[]'::text), during)"]
+    cow.execute("CREATE INDEX cowsync_1_u0 ON items_changes (room)")  # an older version's
+    cowsync.refresh(cow, "items")
+    assert indexes() == ["gist (int4range(room, room, '[]'::text), during)"]
+    cowsync.alter(cow, "items", "DROP CONSTRAINT items_no_overlap")
+    assert indexes() == []
+    cowsync.disable(cow, "items")
+    assert_same_catalog(before, catalog_snapshot(cow, None))
+
+
+DEFERRABLE = """
+CREATE TABLE items (id int PRIMARY KEY, during int4range,
+                    CONSTRAINT items_no_overlap EXCLUDE USING gist (during WITH &&) {timing});
+INSERT INTO items VALUES (1, '[1,5)'), (2, '[10,20)');
+"""
+
+
+def outcome(conn: psycopg.Connection[Any], *statements: str) -> Any:
+    """Run ``statements`` in one transaction: the rows after its COMMIT, or the first
+    error's (SQLSTATE, constraint, detail)."""
+    conn.execute("BEGIN")
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except psycopg.Error as exc:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+        return exc.diag.sqlstate, exc.diag.constraint_name, exc.diag.message_detail
+    return fetch(conn, "SELECT id, during::text FROM items ORDER BY id")
+
+
+@pytest.mark.parametrize(
+    "timing", ["DEFERRABLE INITIALLY DEFERRED", "DEFERRABLE INITIALLY IMMEDIATE"]
+)
+def test_a_deferrable_constraint_is_checked_when_the_table_checks_it(cow, catalog_snapshot, timing):
+    """A deferred EXCLUDE constraint is checked at COMMIT (or SET CONSTRAINTS ...
+    IMMEDIATE): inside the transaction two rows may swap their ranges. Its check is a
+    constraint trigger named like it; disable leaves no trace of it."""
+    transactions = [
+        (  # a swap: rows overlap in between
+            "UPDATE items SET during = '[10,20)' WHERE id = 1",
+            "UPDATE items SET during = '[1,5)' WHERE id = 2",
+        ),
+        ("SET CONSTRAINTS ALL DEFERRED", "INSERT INTO items VALUES (3, '[2,3)')"),
+        ("INSERT INTO items VALUES (3, '[2,3)')", "DELETE FROM items WHERE id = 2"),
+        (
+            "SET CONSTRAINTS ALL DEFERRED",
+            "INSERT INTO items VALUES (4, '[30,40)')",
+            "UPDATE items SET during = '[35,36)' WHERE id = 1",
+            "SET CONSTRAINTS items_no_overlap IMMEDIATE",
+        ),
+        ("UPDATE items SET during = '[0,100)' WHERE id = 1",),
+        (
+            "INSERT INTO items VALUES (5, '[50,60)')",
+            "UPDATE items SET during = '[60,70)' WHERE id = 5",
+        ),
+    ]
+    cow.execute("CREATE SCHEMA plain; SET search_path = plain")
+    cow.execute(DEFERRABLE.format(timing=timing))
+    expected = [outcome(cow, *t) for t in transactions]
+    cow.execute("RESET search_path; DROP SCHEMA plain CASCADE")
+    cow.execute(DEFERRABLE.format(timing=timing))
+    before = catalog_snapshot(cow, None)
+    cowsync.enable(cow, "items")
+    assert fetch(
+        cow,
+        "SELECT tgname, tginitdeferred FROM pg_trigger WHERE tgrelid = 'items_changes'::regclass",
+    ) == [("items_no_overlap", "INITIALLY DEFERRED" in timing)]
+    with cowsync.session(cow, "s"):
+        assert [outcome(cow, *t) for t in transactions] == expected
+    assert "23P01" in str(expected)
+    cowsync.commit(cow, "s")
+    assert fetch(cow, "SELECT id, during::text FROM items ORDER BY id") == expected[-1]
+    cowsync.disable(cow, "items")
+    cow.execute("DELETE FROM items; INSERT INTO items VALUES (1, '[1,5)'), (2, '[10,20)')")
+    assert_same_catalog(
+        without_sequence_positions(before), without_sequence_positions(catalog_snapshot(cow, None))
+    )
+
+
+def test_on_conflict_refuses_a_deferrable_constraint_as_the_table_does(cow):
+    """PostgreSQL cannot use a deferrable constraint as an ON CONFLICT arbiter: every
+    INSERT ... ON CONFLICT DO NOTHING fails (55000), conflicting or not."""
+    statements = [
+        "INSERT INTO items VALUES (3, '[2,3)') ON CONFLICT DO NOTHING",
+        "INSERT INTO items VALUES (4, '[30,31)') ON CONFLICT DO NOTHING",
+    ]
+    setup = DEFERRABLE.format(timing="DEFERRABLE")
+    expected = [table_error(cow, setup, statement) for statement in statements]
+    cow.execute(setup)
+    cowsync.enable(cow, "items")
+    with cowsync.session(cow, "s"):
+        for statement, want in zip(statements, expected):
+            got = error(cow, statement)
+            assert (got.diag.sqlstate, got.diag.message_primary, got.diag.constraint_name) == (
+                want.diag.sqlstate,
+                want.diag.message_primary,
+                want.diag.constraint_name,
+            )
+            assert want.diag.sqlstate == "55000"
+        assert fetch(cow, "SELECT count(*) FROM items") == [(2,)]
