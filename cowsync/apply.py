@@ -218,16 +218,19 @@ def commit(
         ops = _choose_operations(conn, session_id, operations, include_dependencies, "dependencies")
         all_tables = enabled_tables(conn)
         scope = enabled_tables(conn, tables) if tables is not None else all_tables
-        fks = foreign_keys(conn, all_tables)
-        ordered = parents_first(scope, fks)
-        cyclic = cyclic_tables(all_tables, fks)
         result = CommitResult(
             session_id, ops if ops is not None else _session_operations(conn, session_id)
         )
         unresolved: list[Conflict] = []
         guarded = on_conflict == "abort"
+        fks = None
         if guarded and ops is None:
-            whole = commit_whole_quiet_session(conn, ordered, session_id)
+            # One statement checks foreign keys at its end: the table order only
+            # orders the progress reports, so the lookup waits until someone needs it.
+            if progress:
+                fks = foreign_keys(conn, all_tables)
+            first = parents_first(scope, fks) if fks is not None else scope
+            whole = commit_whole_quiet_session(conn, first, session_id)
             if whole is not None:
                 for label, kind, count in whole:
                     if progress:
@@ -238,6 +241,10 @@ def commit(
                         ] = count
                 _finish(conn, session_id, all_tables, nested, checked=True)
                 return result
+        if fks is None:
+            fks = foreign_keys(conn, all_tables)
+        ordered = parents_first(scope, fks)
+        cyclic = cyclic_tables(all_tables, fks)
         for t in ordered:
             build_net(conn, t, session_id, ops, normalise=not guarded)
         fast: dict[str, dict[str, int]] | None = None
