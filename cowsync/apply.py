@@ -31,6 +31,7 @@ from .registry import (
     enabled_tables,
     foreign_keys,
     parents_first,
+    reference_links,
 )
 from .results import CommitResult, Conflict, ConflictPolicy, DiscardResult, ProgressCallback
 from .review import dependencies
@@ -223,13 +224,10 @@ def commit(
         )
         unresolved: list[Conflict] = []
         guarded = on_conflict == "abort"
-        fks = None
         if guarded and ops is None:
             # One statement checks foreign keys at its end: the table order only
-            # orders the progress reports, so the lookup waits until someone needs it.
-            if progress:
-                fks = foreign_keys(conn, all_tables)
-            first = parents_first(scope, fks) if fks is not None else scope
+            # orders progress reports, so it is looked up (lightly) only for them.
+            first = parents_first(scope, reference_links(conn, scope)) if progress else scope
             whole = commit_whole_quiet_session(conn, first, session_id)
             if whole is not None:
                 for label, kind, count in whole:
@@ -241,9 +239,8 @@ def commit(
                         ] = count
                 _finish(conn, session_id, all_tables, nested, checked=True)
                 return result
-        if fks is None:
-            fks = foreign_keys(conn, all_tables)
-        ordered = parents_first(scope, fks)
+        fks = foreign_keys(conn, all_tables)
+        ordered = parents_first(scope, [(fk.child, fk.parent) for fk in fks])
         cyclic = cyclic_tables(all_tables, fks)
         for t in ordered:
             build_net(conn, t, session_id, ops, normalise=not guarded)
