@@ -17,6 +17,9 @@ RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = {search_path}
+-- The first-touch image must hold floats exactly (a client at extra_float_digits = 0
+-- would round them, and a production change below that precision would go unseen).
+SET extra_float_digits = 1
 AS $cow$
 #variable_conflict use_variable
 DECLARE

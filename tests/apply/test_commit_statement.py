@@ -233,20 +233,14 @@ def test_a_whole_session_commit_with_hundreds_of_enabled_tables(cow):
     assert session_ids(cow) == []
 
 
-# --- gaps found, outside the commit's files ---------------------------------------------------
+# --- first-touch images, and a gap ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: the trigger records the first-touch image with to_jsonb under the "
-    "writer's extra_float_digits; at 0 a float is rounded to 15 digits, so a production "
-    "change to the rounded value looks like no change and the session overwrites it",
-)
 def test_a_float_changed_by_production_is_a_conflict_whatever_the_writers_float_digits(
     cow, connect
 ):
     cow.execute("CREATE TABLE gauges (id int PRIMARY KEY, reading float8, note text)")
-    cow.execute("INSERT INTO gauges VALUES (1, 0.1 + 0.2, 'x')")
+    cow.execute("INSERT INTO gauges VALUES (1, 0.1::float8 + 0.2::float8, 'x')")
     cowsync.enable(cow, "gauges")
     agent = connect()
     agent.execute("SET extra_float_digits = 0")
@@ -261,10 +255,11 @@ def test_a_float_changed_by_production_is_a_conflict_whatever_the_writers_float_
 
 @pytest.mark.xfail(
     strict=True,
-    reason="not fixed, and docs/limitations.md names only swaps and cycles: a table's "
-    "updates are one statement and a non-deferrable unique index is checked row by row, "
-    "so a chain of values (b takes a's value, a takes a new one) fails unless PostgreSQL "
-    "happens to update a first; two chains in opposite key order make one fail",
+    reason="documented limitation (docs/limitations.md, moving unique values along a "
+    "chain): a table's updates are one statement and a non-deferrable unique index is "
+    "checked row by row, so a chain of values (b takes a's value, a takes a new one) fails "
+    "unless PostgreSQL happens to update a first; two chains in opposite key order make "
+    "one fail",
 )
 def test_commit_of_unique_values_moved_along_a_chain(shop):
     write(shop, "s1", "a", "INSERT INTO customers (id, name) VALUES (4, 'dee'), (5, 'eve')")
