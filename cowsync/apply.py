@@ -31,7 +31,6 @@ from .registry import (
     enabled_tables,
     foreign_keys,
     parents_first,
-    reference_links,
 )
 from .results import CommitResult, Conflict, ConflictPolicy, DiscardResult, ProgressCallback
 from .review import dependencies
@@ -150,10 +149,8 @@ def _forget_empty_operations(
     ).fetchone()
     if previews:  # the function visits every change store: only call it when needed
         conn.execute("SELECT cowsync.drop_previews(%s)", (session_id,))
-    if not claim_quiet_session(conn, session_id):
+    if not claim_quiet_session(conn, session_id, reset_registration=True):
         return
-    # This transaction's own later writes must register again what is forgotten here.
-    conn.execute("SELECT set_config('cowsync.registered', '', true)")
     if tables:
         live = sql.SQL(" UNION ").join(
             sql.SQL(
@@ -226,8 +223,12 @@ def commit(
         guarded = on_conflict == "abort"
         if guarded and ops is None:
             # One statement checks foreign keys at its end: the table order only
-            # orders progress reports, so it is looked up (lightly) only for them.
-            first = parents_first(scope, reference_links(conn, scope)) if progress else scope
+            # orders progress reports, so foreign keys are read only for them.
+            first = scope
+            if progress:
+                first = parents_first(
+                    scope, [(fk.child, fk.parent) for fk in foreign_keys(conn, scope)]
+                )
             whole = commit_whole_quiet_session(conn, first, session_id)
             if whole is not None:
                 for label, kind, count in whole:

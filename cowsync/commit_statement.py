@@ -16,15 +16,22 @@ from .commit_tables import FastPathMiss, apply_query, row_image
 from .registry import EnabledTable
 
 
-def claim_quiet_session(conn: psycopg.Connection, session_id: str) -> bool:
+def claim_quiet_session(
+    conn: psycopg.Connection, session_id: str, reset_registration: bool = False
+) -> bool:
     """Take the session's write lock (the one its triggers take) if it is free.
 
     Held until the commit ends (unless the caller's savepoint rolls back), it makes
     the agent's next write wait for the commit, so nothing the commit reads can
     change under it. When a transaction of the session is writing now, nothing waits.
+
+    ``reset_registration`` also clears, in the same round trip, the trigger's marker
+    that this transaction registered its operation, so its later writes register
+    again what the commit forgets (clearing it needlessly costs one registry probe).
     """
+    reset = ", set_config('cowsync.registered', '', true)" if reset_registration else ""
     row = conn.execute(
-        "SELECT pg_try_advisory_xact_lock(hashtextextended('cowsync session ' || %s, 0))",
+        "SELECT pg_try_advisory_xact_lock(hashtextextended('cowsync session ' || %s, 0))" + reset,
         (session_id,),
     ).fetchone()
     return bool(row and row[0])

@@ -161,35 +161,6 @@ def foreign_keys(conn: psycopg.Connection, tables: list[EnabledTable]) -> list[F
     return keys
 
 
-def reference_links(
-    conn: psycopg.Connection, tables: list[EnabledTable]
-) -> list[tuple[EnabledTable, EnabledTable]]:
-    """(child, parent) of each foreign key between enabled bases: what ordering
-    tables needs, without the columns :func:`foreign_keys` reads (a lighter query)."""
-    by_base = {(t.schema, t.base_name): t for t in tables}
-    if not by_base:
-        return []
-    bases = [sql.Identifier(schema, base).as_string(conn) for schema, base in by_base]
-    rows = conn.execute(
-        """
-        SELECT cn.nspname, cc.relname, pn.nspname, pc.relname
-        FROM pg_constraint con
-        JOIN pg_class cc ON cc.oid = con.conrelid
-        JOIN pg_namespace cn ON cn.oid = cc.relnamespace
-        JOIN pg_class pc ON pc.oid = con.confrelid
-        JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-        WHERE con.contype = 'f' AND con.conrelid = ANY(%s::regclass[])
-        """,
-        (bases,),
-    ).fetchall()
-    links = []
-    for cschema, crel, pschema, prel in rows:
-        child, parent = by_base.get((cschema, crel)), by_base.get((pschema, prel))
-        if child is not None and parent is not None:
-            links.append((child, parent))
-    return links
-
-
 def parents_first(
     tables: list[EnabledTable], links: Iterable[tuple[EnabledTable, EnabledTable]]
 ) -> list[EnabledTable]:

@@ -498,6 +498,13 @@ def _all_present(row: str, columns: tuple[str, ...]) -> sql.Composed:
     )
 
 
+def _child_violation_message(layout: TableLayout, fk: ForeignKeyOut) -> sql.Composed:
+    """PostgreSQL's message for a child row that breaks ``fk``, as a SQL expression."""
+    return sql.SQL(
+        'format(\'insert or update on table "%s" violates foreign key constraint "%s"\', {}, {})'
+    ).format(sql.Literal(layout.view_name), sql.Literal(fk.name))
+
+
 def _fk_out_probe(layout: TableLayout, fk: ForeignKeyOut, row: str) -> sql.Composed:
     """Raise 23503 unless the parent that ``row`` references is visible to the session."""
     match = sql.SQL(" AND ").join(
@@ -506,10 +513,7 @@ def _fk_out_probe(layout: TableLayout, fk: ForeignKeyOut, row: str) -> sql.Compo
     )
     error = _raise(
         "foreign_key_violation",
-        sql.SQL(
-            'format(\'insert or update on table "%s" violates foreign key constraint "%s"\', '
-            "{}, {})"
-        ).format(sql.Literal(layout.view_name), sql.Literal(fk.name)),
+        _child_violation_message(layout, fk),
         sql.SQL("format('Key (%s)=(%s) is not present in table \"%s\".', {}, {}, {})").format(
             sql.Literal(", ".join(fk.columns)),
             _values_text(row, fk.columns),
@@ -529,10 +533,7 @@ def _fk_out_mixed_nulls(layout: TableLayout, fk: ForeignKeyOut, row: str) -> sql
         return sql.Composed([])
     error = _raise(
         "foreign_key_violation",
-        sql.SQL(
-            'format(\'insert or update on table "%s" violates foreign key constraint "%s"\', '
-            "{}, {})"
-        ).format(sql.Literal(layout.view_name), sql.Literal(fk.name)),
+        _child_violation_message(layout, fk),
         sql.Literal("MATCH FULL does not allow mixing of null and nonnull key values."),
         fk.name,
         layout,
