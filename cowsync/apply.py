@@ -31,6 +31,7 @@ from .registry import (
     enabled_tables,
     foreign_keys,
     parents_first,
+    reference_links,
 )
 from .results import CommitResult, Conflict, ConflictPolicy, DiscardResult, ProgressCallback
 from .review import dependencies
@@ -223,12 +224,8 @@ def commit(
         guarded = on_conflict == "abort"
         if guarded and ops is None:
             # One statement checks foreign keys at its end: the table order only
-            # orders progress reports, so foreign keys are read only for them.
-            first = scope
-            if progress:
-                first = parents_first(
-                    scope, [(fk.child, fk.parent) for fk in foreign_keys(conn, scope)]
-                )
+            # orders progress reports, so it is read (lightly) only for them.
+            first = parents_first(scope, reference_links(conn, scope)) if progress else scope
             whole = commit_whole_quiet_session(conn, first, session_id)
             if whole is not None:
                 for label, kind, count in whole:
