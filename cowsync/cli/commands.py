@@ -17,6 +17,7 @@ from rich.text import Text
 
 from .. import apply, install, review
 from ..errors import ConflictError
+from ..inert import inert
 from . import display, jsonout
 from .context import CliContext, libpq_environment_set
 from .errors import EXIT_USER_ERROR, CliError, reports_errors
@@ -110,7 +111,7 @@ def _progress(cli: CliContext, title: str) -> Iterator[Callable[[str, str, int],
         done: list[str] = []
 
         def report(table: str, kind: str, rows: int) -> None:
-            done.append(f"{table} {kind} {rows}")
+            done.append(f"{inert(table)} {kind} {rows}")
             status.update(Text(f"{title} ({len(done)} step(s) done; last: {done[-1]} row(s))"))
 
         yield report
@@ -392,14 +393,16 @@ def commit(
         if changes:
             if not as_json:
                 cli.console.print(
-                    f"about to commit to production from session {session_id}"
-                    + (f" (operations: {', '.join(ops)})" if ops else "")
-                    + ":"
+                    Text(
+                        f"about to commit to production from session {inert(session_id)}"
+                        + (f" (operations: {inert(', '.join(ops))})" if ops else "")
+                        + ":"
+                    )
                 )
                 display.render_stat(cli.console, changes)
             _confirm(cli, f"Commit {len(changes)} row(s) to production?", yes, "commit")
         try:
-            with _progress(cli, f"committing session {session_id}") as progress:
+            with _progress(cli, f"committing session {inert(session_id)}") as progress:
                 result = apply.commit(
                     conn,
                     session_id,
@@ -461,9 +464,11 @@ def discard(
         changes = review.diff(conn, session_id, operations=ops, tables=tables)
         if not as_json:
             cli.console.print(
-                f"about to discard from session {session_id}"
-                + (f" (operations: {', '.join(ops)})" if ops else "")
-                + ":"
+                Text(
+                    f"about to discard from session {inert(session_id)}"
+                    + (f" (operations: {inert(', '.join(ops))})" if ops else "")
+                    + ":"
+                )
             )
             display.render_stat(cli.console, changes)
         _confirm(cli, "Discard these changes for good?", yes, "discard")

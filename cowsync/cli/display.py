@@ -1,8 +1,11 @@
 """Output for people: aligned tables, a ``--stat`` summary and a coloured row diff.
 
 Every function takes a :class:`rich.console.Console` and the values the core API returns.
-Data from the database is always wrapped in :class:`rich.text.Text`, never parsed as
-markup, so a value like ``[red]`` prints as itself.
+Text from the database (values, keys, session and operation ids, labels, names) goes
+through :func:`cowsync.inert.inert`, so control, bidirectional and invisible characters
+show as escapes and cannot move the cursor or reorder a line, and is always wrapped in
+:class:`rich.text.Text`, never parsed as markup, so a value like ``[red]`` prints as itself
+whatever the console's settings.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..apply import CommitResult, Conflict, DiscardResult
+from ..inert import inert
 from ..install import TableStatus
 from ..review import OperationInfo, RowChange, SessionInfo
 
@@ -35,24 +39,47 @@ _FULL_ROW_COLUMNS = 12
 # --- values -----------------------------------------------------------------------
 
 
-def value_text(value: Any, style: str = "") -> Text:
-    """One database value as text: NULL dimmed, long values shortened."""
+def shown(text: str, style: str = "") -> Text:
+    """Text from the database (a name, an id, a label) as inert :class:`Text`."""
+    return Text(inert(text), style=style)
+
+
+def _shorten(raw: str) -> str:
+    """``inert(raw)``, cut to ``_MAX_VALUE`` characters without splitting an escape."""
+    whole = inert(raw)
+    if len(whole) <= _MAX_VALUE:
+        return whole
+    kept: list[str] = []
+    width = 0
+    for char in raw:  # inert works character by character, so escapes end on a boundary
+        piece = inert(char)
+        if width + len(piece) > _MAX_VALUE - 1:
+            break
+        kept.append(piece)
+        width += len(piece)
+    return "".join(kept) + "…"
+
+
+def value_text(value: Any, style: str = "", whole: bool = False) -> Text:
+    """One database value as inert text: NULL dimmed, long values shortened (unless
+    ``whole``)."""
     if value is None:
         return Text("NULL", style="dim italic")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # Hex digits only, nothing to escape; a text value written \x00 shows as \\x00.
+        raw = "\\x" + bytes(value).hex()
+        if len(raw) > _MAX_VALUE and not whole:
+            raw = raw[: _MAX_VALUE - 1] + "…"
+        return Text(raw, style=style)
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         raw = value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat()
     elif isinstance(value, Decimal):
         raw = str(value)
     elif isinstance(value, (dict, list)):
         raw = json.dumps(value, default=str, ensure_ascii=False)
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        raw = "\\x" + bytes(value).hex()
     else:
         raw = str(value)
-    raw = raw.replace("\n", "\\n")
-    if len(raw) > _MAX_VALUE:
-        raw = raw[: _MAX_VALUE - 1] + "…"
-    return Text(raw, style=style)
+    return Text(inert(raw) if whole else _shorten(raw), style=style)
 
 
 def key_text(key: Mapping[str, Any]) -> Text:
@@ -61,7 +88,7 @@ def key_text(key: Mapping[str, Any]) -> Text:
     for i, (column, value) in enumerate(key.items()):
         if i:
             text.append(" ")
-        text.append(f"{column}=", style="dim")
+        text.append(f"{inert(column)}=", style="dim")
         text.append_text(value_text(value))
     return text
 
@@ -81,10 +108,16 @@ _NO_WRAP = frozenset({"#", "operation", "session", "table"})
 
 
 def _table(*columns: str, title: str | None = None) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
+    # Headers and titles as Text too: a console with markup on must not parse them.
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=None if title is None else Text(title),
+        title_justify="left",
+        pad_edge=False,
+    )
     for column in columns:
         table.add_column(
-            column,
+            Text(column),
             justify="right" if column in _RIGHT else "left",
             no_wrap=column in _NO_WRAP,
             overflow="fold",
@@ -106,8 +139,8 @@ def render_status(console: Console, tables: Sequence[TableStatus], engine_versio
     table = _table("table", "key", "mode", "sessions", "pending rows")
     for t in tables:
         table.add_row(
-            Text(t.table),
-            Text(", ".join(t.key_columns)),
+            shown(t.table),
+            shown(", ".join(t.key_columns)),
             Text(t.mode),
             str(t.sessions),
             str(t.pending_rows),
@@ -122,8 +155,8 @@ def render_status(console: Console, tables: Sequence[TableStatus], engine_versio
         if t.linked_not_enabled:
             console.print(
                 Text(
-                    f"note: {t.table} has foreign keys to or from "
-                    f"{', '.join(t.linked_not_enabled)}, not enabled: a session's writes "
+                    f"note: {inert(t.table)} has foreign keys to or from "
+                    f"{inert(', '.join(t.linked_not_enabled))}, not enabled: a session's writes "
                     "to those reach production and their rows are checked against "
                     "production only; enable them too (docs/limitations.md)",
                     style="yellow",
@@ -139,11 +172,11 @@ def render_sessions(console: Console, sessions: Sequence[SessionInfo]) -> None:
     table = _table("session", "label", "operations", "rows", "tables", "created", "last write")
     for s in sessions:
         table.add_row(
-            Text(s.session_id, style="bold"),
-            Text(s.label or ""),
+            shown(s.session_id, style="bold"),
+            shown(s.label or ""),
             str(s.operations),
             str(s.rows),
-            Text(", ".join(s.tables)),
+            shown(", ".join(s.tables)),
             when(s.created_at),
             when(s.last_write_at),
         )
@@ -172,18 +205,18 @@ def render_operations(
 ) -> None:
     """A session's operations in order, with what each wrote (and what it builds on)."""
     if not operations:
-        console.print(f"session {session_id} has no operations")
+        console.print(Text(f"session {inert(session_id)} has no operations"))
         return
     columns = ["#", "operation", "rows", "tables", "first write", "last write"]
     if dependencies is not None:
         columns.append("depends on")
-    table = _table(*columns, title=f"session {session_id}")
+    table = _table(*columns, title=f"session {inert(session_id)}")
     for i, op in enumerate(operations, 1):
         row: list[RenderableType] = [
             str(i),
-            Text(op.operation_id, style="bold"),
+            shown(op.operation_id, style="bold"),
             _counts(op.inserted, op.updated, op.deleted),
-            Text(", ".join(op.tables)),
+            shown(", ".join(op.tables)),
             when(op.first_write_at),
             when(op.last_write_at),
         ]
@@ -195,7 +228,7 @@ def render_operations(
 
 def _dependency_text(needs: Iterable[str]) -> Text:
     names = sorted(needs)
-    return Text(", ".join(names)) if names else Text("—", style="dim")
+    return shown(", ".join(names)) if names else Text("—", style="dim")
 
 
 def render_dependencies(
@@ -203,16 +236,16 @@ def render_dependencies(
 ) -> None:
     """Which operations each operation builds on (and so must be committed with)."""
     if not dependencies:
-        console.print(f"session {session_id} has no operations")
+        console.print(Text(f"session {inert(session_id)} has no operations"))
         return
     dependents: dict[str, set[str]] = {op: set() for op in dependencies}
     for op, needs in dependencies.items():
         for need in needs:
             dependents.setdefault(need, set()).add(op)
-    table = _table("operation", "depends on", "needed by", title=f"session {session_id}")
+    table = _table("operation", "depends on", "needed by", title=f"session {inert(session_id)}")
     for op, needs in dependencies.items():
         table.add_row(
-            Text(op, style="bold"), _dependency_text(needs), _dependency_text(dependents[op])
+            shown(op, style="bold"), _dependency_text(needs), _dependency_text(dependents[op])
         )
     console.print(table)
     console.print(
@@ -255,7 +288,7 @@ def render_stat(console: Console, changes: Sequence[RowChange]) -> None:
             count = kinds[kind]
             if count:
                 bar.append(KIND_MARK[kind] * max(1, round(count * scale)), style=KIND_STYLE[kind])
-        table.add_row(Text(name), "|", str(sum(kinds.values())), bar)
+        table.add_row(shown(name), "|", str(sum(kinds.values())), bar)
     console.print(table)
     totals = Counter[str]()
     for kinds in stat.values():
@@ -269,10 +302,10 @@ def render_stat(console: Console, changes: Sequence[RowChange]) -> None:
 def _change_header(change: RowChange) -> Text:
     style = KIND_STYLE[change.kind]
     text = Text(f"{KIND_MARK[change.kind]} {change.kind:<6} ", style=f"bold {style}")
-    text.append(change.table, style="bold")
+    text.append(inert(change.table), style="bold")
     text.append("  ")
     text.append_text(key_text(change.key))
-    text.append(f"  by {change.operation}", style="dim")
+    text.append(f"  by {inert(change.operation)}", style="dim")
     return text
 
 
@@ -289,7 +322,7 @@ def _change_body(change: RowChange) -> Table:
         for column in columns:
             grid.add_row(
                 Text(KIND_MARK[change.kind], style=style),
-                Text(column),
+                shown(column),
                 value_text(row[column], style),
             )
         return grid
@@ -298,13 +331,21 @@ def _change_body(change: RowChange) -> Table:
         columns = [c for c in columns if c in change.changed or c in change.key]
     for column in columns:
         if column in change.changed:
-            value = value_text(change.before[column], "red")
-            value.append(" → ", style="yellow")
-            value.append_text(value_text(change.after[column], "green"))
-            grid.add_row(Text(CHANGED_MARK, style="yellow bold"), Text(column), value)
+            value = _change_text(change.before[column], change.after[column])
+            grid.add_row(Text(CHANGED_MARK, style="yellow bold"), shown(column), value)
         else:
-            grid.add_row("", Text(column, style="dim"), value_text(change.after[column], "dim"))
+            grid.add_row("", shown(column, style="dim"), value_text(change.after[column], "dim"))
     return grid
+
+
+def _change_text(before: Any, after: Any, old: str = "red", new: str = "green") -> Text:
+    """``before → after``; whole values when shortening would make them look the same."""
+    was, now = value_text(before, old), value_text(after, new)
+    if was.plain == now.plain:
+        was, now = value_text(before, old, whole=True), value_text(after, new, whole=True)
+    was.append(" → ", style="yellow")
+    was.append_text(now)
+    return was
 
 
 def render_changes(console: Console, changes: Sequence[RowChange]) -> None:
@@ -366,10 +407,10 @@ def render_conflicts(console: Console, conflicts: Sequence[Conflict]) -> None:
         for i, column in enumerate(_conflict_columns(c)):
             first = i == 0
             table.add_row(
-                Text(c.table) if first else "",
+                shown(c.table) if first else "",
                 key_text(c.key) if first else "",
                 Text(kind) if first else "",
-                Text(column),
+                shown(column),
                 _cell(c.before, column),
                 _cell(c.base, column, missing="row deleted"),
                 _cell(c.session, column, missing="deleted"),
@@ -388,12 +429,12 @@ def _cell(row: Mapping[str, Any] | None, column: str, missing: str = "no row") -
 def render_commit_result(console: Console, result: CommitResult) -> None:
     """What a commit applied, per table."""
     if result.nothing_to_commit:
-        console.print(f"nothing to commit in session {result.session_id}")
+        console.print(Text(f"nothing to commit in session {inert(result.session_id)}"))
         return
     table = _table("table", "inserted", "updated", "deleted")
     for name, kinds in result.applied.items():
         table.add_row(
-            Text(name),
+            shown(name),
             str(kinds.get("insert", 0)),
             str(kinds.get("update", 0)),
             str(kinds.get("delete", 0)),
@@ -404,8 +445,8 @@ def render_commit_result(console: Console, result: CommitResult) -> None:
     console.print(
         Text.assemble(
             ("committed ", "green bold"),
-            f"{result.total} row(s) of session {result.session_id} "
-            f"(operations: {', '.join(result.operations) or 'none'})",
+            f"{result.total} row(s) of session {inert(result.session_id)} "
+            f"(operations: {inert(', '.join(result.operations)) or 'none'})",
         )
     )
 
@@ -413,13 +454,13 @@ def render_commit_result(console: Console, result: CommitResult) -> None:
 def render_discard_result(console: Console, result: DiscardResult) -> None:
     """What a discard removed."""
     if not result.total:
-        console.print(f"nothing to discard in session {result.session_id}")
+        console.print(Text(f"nothing to discard in session {inert(result.session_id)}"))
         return
     console.print(
         Text.assemble(
             ("discarded ", "red bold"),
-            f"{result.total} change row(s) of session {result.session_id} "
-            f"(operations: {', '.join(result.operations) or 'none'}; production untouched)",
+            f"{result.total} change row(s) of session {inert(result.session_id)} "
+            f"(operations: {inert(', '.join(result.operations)) or 'none'}; production untouched)",
         )
     )
 
@@ -449,10 +490,7 @@ def versions_table(
                 if was == value:
                     cells.append(value_text(value))
                 else:
-                    cell = value_text(was, "red strike")
-                    cell.append(" → ", style="yellow")
-                    cell.append_text(value_text(value, "green bold"))
-                    cells.append(cell)
+                    cells.append(_change_text(was, value, "red strike", "green bold"))
             table.add_row(*cells)
         else:
             table.add_row("", *(value_text(v) for v in new))
@@ -471,6 +509,7 @@ __all__ = [
     "render_sessions",
     "render_stat",
     "render_status",
+    "shown",
     "value_text",
     "versions_table",
 ]

@@ -10,6 +10,10 @@ Exit codes (also in docs/cli.md):
   what to do next.
 
 Any other exception is a bug in cowsync and keeps its traceback.
+
+Messages can quote what an agent wrote (a key in a constraint violation, an operation id),
+so each line of a message is shown through :func:`cowsync.inert.inert`: an escape sequence
+in a value prints as ``\\x1b[...``, it does not drive the terminal.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ..errors import (
     DependencyError,
     NotDeployedError,
 )
+from ..inert import inert
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
@@ -43,9 +48,9 @@ class CliError(click.ClickException):
     exit_code = EXIT_USER_ERROR
 
     def show(self, file: Any = None) -> None:
-        """Print the message to stderr, prefixed with ``error:``."""
+        """Print the message to stderr, prefixed with ``error:``, each line made inert."""
         click.secho("error: ", err=True, fg="red", bold=True, nl=False)
-        click.echo(self.format_message(), err=True)
+        click.echo("\n".join(map(inert, self.format_message().split("\n"))), err=True)
 
 
 class CliRefusal(CliError):
@@ -55,8 +60,12 @@ class CliRefusal(CliError):
 
 
 def one_line(text: str) -> str:
-    """Collapse a (possibly multi-line) message from PostgreSQL or libpq into one line."""
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    """Collapse a (possibly multi-line) message from PostgreSQL or libpq into one line.
+
+    Only line feeds separate lines there: any other line-breaking character is part of a
+    quoted value and stays, for :meth:`CliError.show` to print as an escape.
+    """
+    return " ".join(part.strip() for part in str(text).split("\n") if part.strip())
 
 
 def as_cli_error(exc: BaseException) -> CliError | None:

@@ -2,6 +2,12 @@
 
 Dates and times are ISO 8601 strings, decimals are strings (no float rounding), sets are
 sorted lists, bytes are hex, and dataclasses become objects with their field names.
+
+Strings keep their text readable (``ensure_ascii`` is off: "café" stays "café"), but every
+character :func:`cowsync.inert.inert` would escape is written as a JSON ``\\uXXXX`` escape:
+``json`` itself escapes only C0 controls, and DEL, C1 controls (``\\u009b`` is a CSI),
+bidirectional overrides and invisible characters would otherwise reach a terminal that
+shows the JSON. ``json.loads`` gives back the exact values.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from decimal import Decimal
 from typing import Any
 
 import click
+
+from ..inert import inert
 
 
 def jsonable(value: Any) -> Any:
@@ -43,9 +51,35 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+class _JsonEscapes(dict[int, str]):
+    """A ``str.translate`` table: characters ``inert`` escapes become JSON escapes.
+
+    Below DEL, ``json.dumps`` has escaped what needs it already (and a backslash there is
+    JSON's own). Filled on demand, and bounded.
+    """
+
+    def __missing__(self, code: int) -> str:
+        char = chr(code)
+        escaped = json.dumps(char)[1:-1] if code >= 0x7F and inert(char) != char else char
+        if len(self) < 8192:
+            self[code] = escaped
+        return escaped
+
+
+_JSON_ESCAPES = _JsonEscapes()
+
+
 def dumps(value: Any) -> str:
-    """JSON text for ``value`` (see :func:`jsonable`), indented for people who look at it."""
-    return json.dumps(jsonable(value), indent=2, ensure_ascii=False)
+    """JSON text for ``value`` (see :func:`jsonable`), indented for people who look at it.
+
+    Control, bidirectional and invisible characters are ``\\uXXXX`` escapes: safe to print.
+    """
+    text = json.dumps(jsonable(value), indent=2, ensure_ascii=False)
+    if text.isascii() and "\x7f" not in text:
+        return text
+    # Outside strings JSON text is ASCII, so only string contents are rewritten, and a
+    # \uXXXX escape means the same character there.
+    return text.translate(_JSON_ESCAPES)
 
 
 def echo_json(value: Any) -> None:
