@@ -39,6 +39,7 @@ from .install import (
     enable_schema,
     status,
 )
+from .retrying import retry_serialization_failures
 from .review import (
     OperationInfo,
     RowChange,
@@ -96,6 +97,7 @@ __all__ = [
     "new_session_id",
     "operations",
     "refresh",
+    "retry_serialization_failures",
     "session",
     "sessions",
     "status",

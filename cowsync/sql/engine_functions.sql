@@ -143,19 +143,49 @@ $fn$;
 -- True when the row version with this xmin was written by the current
 -- transaction (or one of its subtransactions) and is still in progress: used to
 -- tell "updated earlier in this statement" from "changed by a concurrent
--- transaction" in the production write path.
+-- transaction" in the production write path. p_xmin is the xmin of a row version
+-- the current snapshot sees: ours, or committed by another transaction.
+--
+-- Never raises, and never assigns an xid (pg_current_xact_id() would, for nothing):
+-- a transaction with no xid has written nothing. Our subtransactions' xids follow
+-- our top-level xid by less than 2^31 (PostgreSQL's wraparound limit), so an xmin
+-- that precedes it (signed 32-bit difference, as PostgreSQL orders xids) is not
+-- ours, and one that follows it is widened to an xid8 relative to it, exactly.
+-- (Guessing the epoch from the low bits alone put every xid above our top-level
+-- one -- a newer transaction's, a subtransaction's -- "in the future": 22023.)
+-- pg_xact_status says "in progress" for our xids, committed subtransactions
+-- included, and for no committed row version's. Below the snapshot's xmax it
+-- cannot raise; at or above it (our own recent subtransactions) only a value never
+-- assigned could, which is not ours: that rare case runs in an exception block.
 CREATE OR REPLACE FUNCTION cowsync.written_by_current_transaction(p_xmin xid)
 RETURNS boolean
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 AS $fn$
-    SELECT pg_xact_status(
-        CASE
-            WHEN p_xmin::text::bigint <= (pg_current_xact_id()::text::bigint & 4294967295)
-                THEN ((pg_current_xact_id()::text::bigint >> 32) << 32) + p_xmin::text::bigint
-            ELSE (((pg_current_xact_id()::text::bigint >> 32) - 1) << 32) + p_xmin::text::bigint
-        END::text::xid8
-    ) = 'in progress'
+DECLARE
+    top xid8 := pg_catalog.pg_current_xact_id_if_assigned();
+    ahead bigint;
+    full_xid xid8;
+BEGIN
+    IF top IS NULL OR p_xmin IS NULL THEN
+        RETURN false;
+    ELSIF p_xmin = top::xid THEN
+        RETURN true;
+    END IF;
+    ahead := (p_xmin::text::bigint - top::xid::text::bigint) & 4294967295;
+    IF ahead >= 2147483648 THEN
+        RETURN false;
+    END IF;
+    full_xid := (top::text::bigint + ahead)::text::xid8;
+    IF full_xid < pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()) THEN
+        RETURN coalesce(pg_catalog.pg_xact_status(full_xid) = 'in progress', false);
+    END IF;
+    BEGIN
+        RETURN coalesce(pg_catalog.pg_xact_status(full_xid) = 'in progress', false);
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RETURN false;  -- "in the future": never assigned, so not ours
+    END;
+END
 $fn$;
 
 -- Materialises a preview of a session: a read-only copy, under its own id, of the
