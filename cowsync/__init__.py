@@ -14,6 +14,7 @@ from .binding import Binding, bind, current_binding, new_session_id, session, un
 from .config import CowConfig
 from .ddl import alter, refresh, truncate
 from .errors import (
+    SEALED_SQLSTATE,
     CommitError,
     ConfigurationError,
     ConflictError,
@@ -23,6 +24,9 @@ from .errors import (
     NotDeployedError,
     NotEnabledError,
     PendingChangesError,
+    SessionBusyError,
+    SessionNotFoundError,
+    StaleReviewError,
     UnsupportedTableError,
 )
 from .hardening import HardeningIssue, check_hardening, harden, unharden
@@ -40,21 +44,26 @@ from .install import (
     status,
 )
 from .retrying import retry_serialization_failures
-from .review import (
+from .review_token import ReviewDrift, ReviewToken
+from .reviewing import (
     OperationInfo,
+    Review,
     RowChange,
     SessionInfo,
     annotate,
     dependencies,
     diff,
     operations,
+    review,
     sessions,
 )
+from .sealing import is_sealed, seal, unseal
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ENGINE_VERSION",
+    "SEALED_SQLSTATE",
     "Binding",
     "CommitError",
     "CommitResult",
@@ -74,8 +83,14 @@ __all__ = [
     "NotEnabledError",
     "OperationInfo",
     "PendingChangesError",
+    "Review",
+    "ReviewDrift",
+    "ReviewToken",
     "RowChange",
+    "SessionBusyError",
     "SessionInfo",
+    "SessionNotFoundError",
+    "StaleReviewError",
     "TableStatus",
     "UnsupportedTableError",
     "alter",
@@ -94,14 +109,18 @@ __all__ = [
     "enable",
     "enable_schema",
     "harden",
+    "is_sealed",
     "new_session_id",
     "operations",
     "refresh",
     "retry_serialization_failures",
+    "review",
+    "seal",
     "session",
     "sessions",
     "status",
     "truncate",
     "unbound",
     "unharden",
+    "unseal",
 ]

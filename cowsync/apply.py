@@ -24,7 +24,13 @@ from .commit_tables import (
     settle_session,
 )
 from .config import validate_id
-from .errors import CommitError, ConfigurationError, ConflictError, DependencyError
+from .errors import (
+    CommitError,
+    ConfigurationError,
+    ConflictError,
+    DependencyError,
+    SessionBusyError,
+)
 from .registry import (
     EnabledTable,
     cyclic_tables,
@@ -34,7 +40,16 @@ from .registry import (
     reference_links,
 )
 from .results import CommitResult, Conflict, ConflictPolicy, DiscardResult, ProgressCallback
-from .review import dependencies
+from .review_token import (
+    IfChanged,
+    ReviewToken,
+    check_drift,
+    check_if_changed,
+    measure_drift,
+    token_for,
+)
+from .reviewing import dependencies
+from .session_lock import lock_session, require_session
 
 __all__ = [
     "CommitResult",
@@ -48,11 +63,15 @@ __all__ = [
 ]
 
 _POLICIES = ("abort", "skip", "overwrite", "merge")
-_SESSION_LOCK = 0x636F7774  # with hashtext(session id): one commit/discard per session at a time
 
 
-def _lock_session(conn: psycopg.Connection, session_id: str) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_SESSION_LOCK, session_id))
+def _gave_way(session_id: str, exc: psycopg.errors.DeadlockDetected) -> SessionBusyError:
+    return SessionBusyError(
+        f"session {session_id!r} is busy: an agent transaction holds rows this call needs "
+        "and waits for the session's write lock, which this call held; PostgreSQL broke "
+        "the deadlock by failing this call. Nothing was done: retry, or seal the session "
+        f"first ({exc.diag.message_primary})"
+    )
 
 
 def _session_operations(conn: psycopg.Connection, session_id: str) -> list[str]:
@@ -170,7 +189,7 @@ def _forget_empty_operations(
         conn.execute("DELETE FROM cowsync.operations WHERE session_id = %s", (session_id,))
     conn.execute(
         "DELETE FROM cowsync.sessions s WHERE s.session_id = %s AND s.label IS NULL "
-        "AND s.metadata = '{}'::jsonb "
+        "AND s.metadata = '{}'::jsonb AND s.sealed_at IS NULL "
         "AND NOT EXISTS (SELECT 1 FROM cowsync.operations o WHERE o.session_id = s.session_id)",
         (session_id,),
     )
@@ -184,6 +203,9 @@ def commit(
     on_conflict: ConflictPolicy = "abort",
     include_dependencies: bool = False,
     progress: ProgressCallback | None = None,
+    reviewed: ReviewToken | str | None = None,
+    if_changed: IfChanged = "keep",
+    wait: float | None = 30.0,
 ) -> CommitResult:
     """Apply a session's net effect (or chosen operations') to the base tables.
 
@@ -201,6 +223,18 @@ def commit(
     of the caller's, it then gives each deferrable constraint back the timing it was
     declared with (not what an earlier ``SET CONSTRAINTS`` said).
 
+    ``reviewed`` (a :class:`ReviewToken` from :func:`cowsync.review`, or its string)
+    applies exactly what that review showed: rows the agent wrote after it stay in the
+    session, and so do keys it rewrote since (both listed in ``result.drift``); with
+    ``if_changed="refuse"`` either raises :class:`StaleReviewError` instead. Rows the
+    review showed that another call committed or discarded meanwhile always raise it.
+    Without a token, the commit applies the session as it is when the commit takes it.
+
+    The commit takes the session's write lock first (as agent writes, discard and seal
+    do), waiting up to ``wait`` seconds for an agent transaction in progress
+    (:class:`SessionBusyError` past it). An unknown session raises
+    :class:`SessionNotFoundError`.
+
     >>> cowsync.commit(conn, sid, operations=["restock"])  # doctest: +SKIP
     """
     validate_id(session_id, "session id")
@@ -208,21 +242,62 @@ def commit(
         raise ConfigurationError(
             f"on_conflict must be one of {', '.join(_POLICIES)}, got {on_conflict!r}"
         )
+    token = None if reviewed is None else token_for(session_id, reviewed)
+    check_if_changed(if_changed)
     nested = conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    try:
+        return _commit(
+            conn,
+            session_id,
+            operations,
+            tables,
+            on_conflict,
+            include_dependencies,
+            progress,
+            token,
+            if_changed,
+            wait,
+            nested,
+        )
+    except psycopg.errors.DeadlockDetected as exc:
+        raise _gave_way(session_id, exc) from exc
+
+
+def _commit(
+    conn: psycopg.Connection,
+    session_id: str,
+    operations: Iterable[str] | None,
+    tables: Iterable[str] | None,
+    on_conflict: ConflictPolicy,
+    include_dependencies: bool,
+    progress: ProgressCallback | None,
+    token: ReviewToken | None,
+    if_changed: IfChanged,
+    wait: float | None,
+    nested: bool,
+) -> CommitResult:
     with conn.transaction():
-        _lock_session(conn, session_id)
+        lock_session(conn, session_id, wait)
+        all_tables = enabled_tables(conn)
+        require_session(conn, session_id, all_tables)
         # Deferrable foreign keys wait for the end of the commit, so cycles of them
         # apply in any order; _check_deferred checks them before the commit returns.
         conn.execute("SET CONSTRAINTS ALL DEFERRED")
         ops = _choose_operations(conn, session_id, operations, include_dependencies, "dependencies")
-        all_tables = enabled_tables(conn)
         scope = enabled_tables(conn, tables) if tables is not None else all_tables
         result = CommitResult(
             session_id, ops if ops is not None else _session_operations(conn, session_id)
         )
+        watermark: int | None = None
+        if token is not None:
+            drift = measure_drift(conn, token, scope, all_tables, ops)
+            check_drift(drift, if_changed, "commit")
+            result.drift = drift
+            if drift:  # else the session is exactly what was reviewed
+                watermark = token.watermark
         unresolved: list[Conflict] = []
         guarded = on_conflict == "abort"
-        if guarded and ops is None:
+        if guarded and ops is None and watermark is None:
             # One statement checks foreign keys at its end: the table order only
             # orders progress reports, so it is read (lightly) only for them.
             first = parents_first(scope, reference_links(conn, scope)) if progress else scope
@@ -241,7 +316,7 @@ def commit(
         ordered = parents_first(scope, [(fk.child, fk.parent) for fk in fks])
         cyclic = cyclic_tables(all_tables, fks)
         for t in ordered:
-            build_net(conn, t, session_id, ops, normalise=not guarded)
+            build_net(conn, t, session_id, ops, normalise=not guarded, watermark=watermark)
         fast: dict[str, dict[str, int]] | None = None
         if guarded:
             try:
@@ -250,7 +325,7 @@ def commit(
             except FastPathMiss:
                 for t in ordered:  # the full path compares normalised images
                     conn.execute(sql.SQL("DROP TABLE pg_temp.{}").format(net_table(t)))
-                    build_net(conn, t, session_id, ops)
+                    build_net(conn, t, session_id, ops, watermark=watermark)
         if fast is not None:
             result.applied = fast
             report_progress(progress, commit_steps(ordered, deletes_first=False), fast)
@@ -339,21 +414,61 @@ def discard(
     operations: Iterable[str] | None = None,
     tables: Iterable[str] | None = None,
     include_dependents: bool = False,
+    reviewed: ReviewToken | str | None = None,
+    if_changed: IfChanged = "keep",
+    wait: float | None = 30.0,
 ) -> DiscardResult:
     """Drop a session's changes (or chosen operations'). Never touches the base.
 
     Discarding an operation that later operations build on raises
     :class:`DependencyError` unless ``include_dependents=True``.
+
+    ``reviewed``, ``if_changed`` and ``wait`` work as for :func:`commit`: with a token,
+    only what the review showed goes; later writes stay (``result.drift``). Once it
+    returns, no discarded value is visible or committable: an agent statement that read
+    one before the discard fails with ``40001`` (retry) instead of writing it back.
     """
     validate_id(session_id, "session id")
+    token = None if reviewed is None else token_for(session_id, reviewed)
+    check_if_changed(if_changed)
+    try:
+        return _discard(
+            conn, session_id, operations, tables, include_dependents, token, if_changed, wait
+        )
+    except psycopg.errors.DeadlockDetected as exc:
+        raise _gave_way(session_id, exc) from exc
+
+
+def _discard(
+    conn: psycopg.Connection,
+    session_id: str,
+    operations: Iterable[str] | None,
+    tables: Iterable[str] | None,
+    include_dependents: bool,
+    token: ReviewToken | None,
+    if_changed: IfChanged,
+    wait: float | None,
+) -> DiscardResult:
     with conn.transaction():
-        _lock_session(conn, session_id)
-        ops = _choose_operations(conn, session_id, operations, include_dependents, "dependents")
+        lock_session(conn, session_id, wait)
         all_tables = enabled_tables(conn)
+        require_session(conn, session_id, all_tables)
+        ops = _choose_operations(conn, session_id, operations, include_dependents, "dependents")
         scope = enabled_tables(conn, tables) if tables is not None else all_tables
         result = DiscardResult(
             session_id, ops if ops is not None else _session_operations(conn, session_id)
         )
+        if token is not None:
+            drift = measure_drift(conn, token, scope, all_tables, ops)
+            check_drift(drift, if_changed, "discard")
+            result.drift = drift
+            if drift:
+                for t in scope:
+                    removed = _discard_reviewed(conn, t, session_id, ops, token.watermark)
+                    if removed:
+                        result.discarded[t.label] = removed
+                _forget_empty_operations(conn, session_id, all_tables)
+                return result
         for t in scope:
             if ops is None:
                 removed = conn.execute(
@@ -373,3 +488,31 @@ def discard(
                 result.discarded[t.label] = removed
         _forget_empty_operations(conn, session_id, all_tables)
     return result
+
+
+def _discard_reviewed(
+    conn: psycopg.Connection,
+    t: EnabledTable,
+    session_id: str,
+    ops: list[str] | None,
+    watermark: int,
+) -> int:
+    """Delete the rows a review saw (numbered up to ``watermark``) of keys no chosen
+    operation rewrote since; later writes stay, the latest becoming current."""
+    op_filter = sql.SQL(" AND {}._cow_operation = ANY(%(ops)s)")
+    removed = conn.execute(
+        sql.SQL(
+            "DELETE FROM ONLY {changes} AS c WHERE c._cow_session = %(sid)s{c_ops} "
+            "AND c._cow_seq <= %(wm)s AND NOT EXISTS (SELECT 1 FROM ONLY {changes} AS s "
+            "WHERE s._cow_session = %(sid)s AND {match}{s_ops} "
+            "AND s._cow_first_seq <= %(wm)s AND s._cow_seq > %(wm)s)"
+        ).format(
+            changes=t.changes,
+            match=t.key_match("s", "c"),
+            c_ops=op_filter.format(sql.Identifier("c")) if ops is not None else sql.SQL(""),
+            s_ops=op_filter.format(sql.Identifier("s")) if ops is not None else sql.SQL(""),
+        ),
+        {"sid": session_id, "ops": ops, "wm": watermark},
+    ).rowcount
+    restore_current(conn, t, session_id)
+    return removed

@@ -108,12 +108,12 @@ def commit_whole_quiet_session(
 ) -> list[tuple[str, str, int]] | None:
     """The common commit (whole session, ``on_conflict="abort"``) in one statement.
 
-    Needs the session quiet: its write lock free, then held. Returns ``None`` with
-    nothing done when it is busy, or when a guarded row changed in the base, a value
-    clashes (deferred constraints included: they are checked here), or a deadlock
-    with the agent broke the statement; the caller then takes the general path, which
-    reports conflicts and errors in detail. Else returns (table, kind, rows applied)
-    in the order the statement applied them.
+    Needs the session quiet: its write lock free, then held (commit() takes it first).
+    Returns ``None`` with nothing done when a guarded row changed in the base or a
+    value clashes (deferred constraints included: they are checked here); the caller
+    then takes the general path, which reports conflicts and errors in detail. A
+    deadlock with an agent transaction propagates: commit() gives way. Else returns
+    (table, kind, rows applied) in the order the statement applied them.
     """
     if not ordered:
         return None
@@ -130,6 +130,6 @@ def commit_whole_quiet_session(
             # Deferred constraints too, inside the savepoint: a deferrable key that
             # production inserted meanwhile is a conflict for the general path to report.
             conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
-    except (FastPathMiss, psycopg.errors.IntegrityError, psycopg.errors.DeadlockDetected):
+    except (FastPathMiss, psycopg.errors.IntegrityError):
         return None
     return [(label, kind, count) for (label, kind), count in zip(order, counts[1::2])]

@@ -22,7 +22,7 @@ from psycopg import sql
 from .errors import CommitError
 from .registry import EnabledTable
 from .results import Conflict, ConflictPolicy, ProgressCallback
-from .review import net_rows
+from .reviewing import net_rows
 
 
 def net_table(t: EnabledTable) -> sql.Identifier:
@@ -51,8 +51,12 @@ def build_net(
     session_id: str,
     ops: list[str] | None,
     normalise: bool = True,
+    watermark: int | None = None,
 ) -> None:
     """Materialise the net effect per key, classified as insert/update/delete/none.
+
+    With a review ``watermark``, the net effect of what that review saw (see
+    :func:`cowsync.reviewing.net_rows`).
 
     Normalised, ``_cow_before_n`` is the first-touch image re-rendered by this
     connection (through the base's row type), so comparisons with ``to_jsonb`` of
@@ -61,7 +65,7 @@ def build_net(
     recorded: a setting that renders a value differently can only make a row look
     changed, which the guard then treats as a conflict and the full path re-checks.
     """
-    net, params = net_rows(t, ops)
+    net, params = net_rows(t, ops, watermark)
     before = (
         sql.SQL("to_jsonb(jsonb_populate_record(NULL::{}, n._cow_before))").format(t.base)
         if normalise

@@ -85,3 +85,31 @@ class CommitError(CowError):
         self.table = table
         self.key = key
         self.constraint = constraint
+
+
+class SessionNotFoundError(CowError):
+    """The session has nothing to commit or discard and is not in the registry: it never
+    existed, or another call already committed or discarded all of it."""
+
+
+class SessionBusyError(CowError):
+    """A transaction of the session kept its write lock (an agent mid-transaction, or
+    another commit or discard) for longer than the caller agreed to wait.
+
+    Nothing was done; retry, or seal the session first (:func:`cowsync.seal`)."""
+
+
+class StaleReviewError(CowError):
+    """The session changed after the review whose token was given, and the caller asked
+    to refuse then (``if_changed="refuse"``). Nothing was done.
+
+    ``changes`` lists what changed: one :class:`cowsync.ReviewDrift` per table and reason.
+    """
+
+    def __init__(self, message: str, changes: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.changes = list(changes)
+
+
+#: SQLSTATE of the error a write to a sealed session raises (see :func:`cowsync.seal`).
+SEALED_SQLSTATE = "CW001"

@@ -28,7 +28,7 @@ from .names import (
     parse_table_name,
 )
 
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2
 _DEPLOY_LOCK = 0x636F7773  # "cows": serialises deploy/enable/disable across sessions
 
 

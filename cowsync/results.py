@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .review_token import ReviewDrift
 
 ConflictPolicy = Literal["abort", "skip", "overwrite", "merge"]
 ProgressCallback = Callable[[str, str, int], None]
@@ -33,6 +36,9 @@ class CommitResult:
     operations: list[str]
     applied: dict[str, dict[str, int]] = field(default_factory=dict)
     conflicts: list[Conflict] = field(default_factory=list)
+    #: With ``reviewed=``: how the session moved since the review (rows written after
+    #: it, reviewed rows rewritten since). Those rows stayed in the session.
+    drift: list[ReviewDrift] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -51,6 +57,8 @@ class DiscardResult:
     session_id: str
     operations: list[str]
     discarded: dict[str, int] = field(default_factory=dict)
+    #: With ``reviewed=``: rows written or rewritten after the review, left in the session.
+    drift: list[ReviewDrift] = field(default_factory=list)
 
     @property
     def total(self) -> int:

@@ -15,13 +15,15 @@ import click
 import psycopg
 from rich.text import Text
 
-from .. import apply, install, review
+from .. import apply, install, reviewing
 from ..errors import ConflictError
 from ..inert import inert
+from ..review_token import ReviewToken
 from . import display, jsonout
 from .context import CliContext, libpq_environment_set
 from .errors import EXIT_USER_ERROR, CliError, reports_errors
 from .lookup import close_over, require_operations, require_session
+from .sealing import seal, unseal
 
 pass_cli = click.make_pass_decorator(CliContext)
 
@@ -240,7 +242,7 @@ def status(cli: CliContext, as_json: bool) -> None:
 def sessions(cli: CliContext, as_json: bool) -> None:
     """Sessions waiting for review, oldest first."""
     with cli.connect() as conn:
-        found = review.sessions(conn)
+        found = reviewing.sessions(conn)
     if as_json:
         jsonout.echo_json({"sessions": found})
     else:
@@ -256,8 +258,8 @@ def operations(cli: CliContext, session_id: str, as_json: bool) -> None:
     """A session's operations and their dependencies."""
     with cli.connect() as conn:
         require_session(conn, session_id)
-        ops = review.operations(conn, session_id)
-        deps = review.dependencies(conn, session_id)
+        ops = reviewing.operations(conn, session_id)
+        deps = reviewing.dependencies(conn, session_id)
     if as_json:
         jsonout.echo_json(
             {
@@ -281,7 +283,7 @@ def deps(cli: CliContext, session_id: str, as_json: bool) -> None:
     """What each operation of a session builds on."""
     with cli.connect() as conn:
         require_session(conn, session_id)
-        found = review.dependencies(conn, session_id)
+        found = reviewing.dependencies(conn, session_id)
     if as_json:
         jsonout.echo_json({"session_id": session_id, "dependencies": found})
     else:
@@ -320,14 +322,17 @@ def diff(
     with cli.connect() as conn:
         require_session(conn, session_id)
         ops = require_operations(conn, session_id, operation_ids) if operation_ids else None
-        changes = review.diff(conn, session_id, operations=ops, tables=table_names or None)
+        looked = reviewing.review(conn, session_id, operations=ops, tables=table_names or None)
+        changes = looked.changes
     if as_json:
         jsonout.echo_json(
             {
                 "session_id": session_id,
                 "operations": ops,
+                "sealed": looked.sealed,
                 "stat": display.diff_stat(changes),
                 "changes": [] if stat_only else changes,
+                "review_token": str(looked.token),
             }
         )
     else:
@@ -335,6 +340,46 @@ def diff(
 
 
 # --- apply -----------------------------------------------------------------------------
+
+_reviewed_option = click.option(
+    "--reviewed",
+    "reviewed",
+    metavar="TOKEN",
+    help="Act on exactly what this review showed (the review_token of diff --json). "
+    "Default: what this command's own summary shows.",
+)
+_if_changed_option = click.option(
+    "--if-changed",
+    type=click.Choice(["keep", "refuse"]),
+    default="keep",
+    show_default=True,
+    help="Rows written after the review: leave them in the session (keep) or do nothing "
+    "and exit with 2 (refuse).",
+)
+
+
+def _review_for(
+    conn: psycopg.Connection[Any],
+    session_id: str,
+    ops: list[str] | None,
+    tables: list[str] | None,
+    reviewed: str | None,
+) -> tuple[list[Any], Any]:
+    """The changes to summarise and the token to act on: the caller's token (its changes
+    as that review saw them), else a review taken now, which the prompt then shows."""
+    if reviewed is not None:
+        token = ReviewToken.parse(reviewed)
+        return [], token
+    looked = reviewing.review(conn, session_id, operations=ops, tables=tables)
+    return looked.changes, looked.token
+
+
+def _print_drift(cli: CliContext, drift: Sequence[Any]) -> None:
+    for d in drift:
+        what = "written after the review" if d.reason == "newer" else "rewritten since the review"
+        cli.console.print(
+            Text(f"note: {d.rows} row(s) of {d.table} {what} stayed in the session; review again")
+        )
 
 
 def _scope(
@@ -367,6 +412,8 @@ def _scope(
     is_flag=True,
     help="Also commit the operations the chosen ones build on.",
 )
+@_reviewed_option
+@_if_changed_option
 @_yes_option
 @_json_option
 @pass_cli
@@ -378,18 +425,22 @@ def commit(
     table_names: tuple[str, ...],
     on_conflict: Any,
     include_dependencies: bool,
+    reviewed: str | None,
+    if_changed: Any,
     yes: bool,
     as_json: bool,
 ) -> None:
     """Apply a session (or some operations) to production.
 
-    Everything is applied in one transaction; on a conflict, a missing dependency or a
-    constraint violation nothing is applied and the exit code is 2.
+    It applies exactly what its summary showed (or what --reviewed saw): rows the agent
+    writes meanwhile stay in the session for the next review. Everything is applied in
+    one transaction; on a conflict, a missing dependency or a constraint violation
+    nothing is applied and the exit code is 2.
     """
     with cli.connect() as conn:
         ops = _scope(conn, session_id, operation_ids, include_dependencies, "dependencies")
-        tables = table_names or None
-        changes = review.diff(conn, session_id, operations=ops, tables=tables)
+        tables = list(table_names) or None
+        changes, token = _review_for(conn, session_id, ops, tables, reviewed)
         if changes:
             if not as_json:
                 cli.console.print(
@@ -411,6 +462,8 @@ def commit(
                     on_conflict=on_conflict,
                     include_dependencies=include_dependencies,
                     progress=progress,
+                    reviewed=token,
+                    if_changed=if_changed,
                 )
         except ConflictError as exc:
             if as_json:
@@ -426,10 +479,12 @@ def commit(
                 "applied": result.applied,
                 "total": result.total,
                 "conflicts": result.conflicts,
+                "drift": result.drift,
             }
         )
     else:
         display.render_commit_result(cli.console, result)
+        _print_drift(cli, result.drift)
 
 
 @click.command()
@@ -441,6 +496,8 @@ def commit(
     is_flag=True,
     help="Also discard the operations that build on the chosen ones.",
 )
+@_reviewed_option
+@_if_changed_option
 @_yes_option
 @_json_option
 @pass_cli
@@ -451,18 +508,21 @@ def discard(
     operation_ids: tuple[str, ...],
     table_names: tuple[str, ...],
     include_dependents: bool,
+    reviewed: str | None,
+    if_changed: Any,
     yes: bool,
     as_json: bool,
 ) -> None:
     """Drop a session's changes (or some operations').
 
-    Production is never touched.
+    Production is never touched. It drops exactly what its summary showed (or what
+    --reviewed saw); rows the agent writes meanwhile stay in the session.
     """
     with cli.connect() as conn:
         ops = _scope(conn, session_id, operation_ids, include_dependents, "dependents")
-        tables = table_names or None
-        changes = review.diff(conn, session_id, operations=ops, tables=tables)
-        if not as_json:
+        tables = list(table_names) or None
+        changes, token = _review_for(conn, session_id, ops, tables, reviewed)
+        if not as_json and reviewed is None:
             cli.console.print(
                 Text(
                     f"about to discard from session {inert(session_id)}"
@@ -473,7 +533,13 @@ def discard(
             display.render_stat(cli.console, changes)
         _confirm(cli, "Discard these changes for good?", yes, "discard")
         result = apply.discard(
-            conn, session_id, operations=ops, tables=tables, include_dependents=include_dependents
+            conn,
+            session_id,
+            operations=ops,
+            tables=tables,
+            include_dependents=include_dependents,
+            reviewed=token,
+            if_changed=if_changed,
         )
     if as_json:
         jsonout.echo_json(
@@ -482,10 +548,12 @@ def discard(
                 "operations": result.operations,
                 "discarded": result.discarded,
                 "total": result.total,
+                "drift": result.drift,
             }
         )
     else:
         display.render_discard_result(cli.console, result)
+        _print_drift(cli, result.drift)
 
 
 REVIEW_COMMANDS: tuple[click.Command, ...] = (
@@ -499,6 +567,8 @@ REVIEW_COMMANDS: tuple[click.Command, ...] = (
     diff,
     commit,
     discard,
+    seal,
+    unseal,
 )
 
 

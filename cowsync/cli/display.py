@@ -25,7 +25,7 @@ from rich.text import Text
 from ..apply import CommitResult, Conflict, DiscardResult
 from ..inert import inert
 from ..install import TableStatus
-from ..review import OperationInfo, RowChange, SessionInfo
+from ..reviewing import OperationInfo, RowChange, SessionInfo
 
 KIND_STYLE = {"insert": "green", "update": "yellow", "delete": "red"}
 KIND_MARK = {"insert": "+", "update": "~", "delete": "-"}
@@ -173,7 +173,7 @@ def render_sessions(console: Console, sessions: Sequence[SessionInfo]) -> None:
     for s in sessions:
         table.add_row(
             shown(s.session_id, style="bold"),
-            shown(s.label or ""),
+            shown(s.label or "") + (Text(" sealed", style="yellow") if s.sealed else Text("")),
             str(s.operations),
             str(s.rows),
             shown(", ".join(s.tables)),

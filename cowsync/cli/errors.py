@@ -31,6 +31,8 @@ from ..errors import (
     CowError,
     DependencyError,
     NotDeployedError,
+    SessionBusyError,
+    StaleReviewError,
 )
 from ..inert import inert
 
@@ -93,6 +95,8 @@ def as_cli_error(exc: BaseException) -> CliError | None:
             "  to go on: review the session with `cowsync diff`, then commit fewer operations "
             "or discard the one that breaks the constraint",
         )
+    if isinstance(exc, StaleReviewError | SessionBusyError):
+        return CliRefusal(one_line(str(exc)))
     if isinstance(exc, NotDeployedError):
         return CliError("cowsync is not deployed in this database: run `cowsync deploy` first")
     if isinstance(exc, CowError):

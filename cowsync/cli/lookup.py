@@ -15,7 +15,7 @@ from ..apply import close_operations
 from ..config import validate_id
 from ..errors import DependencyError
 from ..registry import require_engine
-from ..review import operations
+from ..reviewing import operations
 from .errors import CliError, CliRefusal
 
 

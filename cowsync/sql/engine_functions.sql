@@ -79,14 +79,19 @@ LANGUAGE plpgsql
 AS $fn$
 DECLARE
     marker text := p_session || chr(31) || p_operation;
+    known boolean;
 BEGIN
     IF current_setting('cowsync.registered', true) = marker THEN
         RETURN;
     END IF;
-    -- Usually registered by an earlier transaction: one index probe, no insert.
-    PERFORM 1 FROM cowsync.operations o
-        WHERE o.session_id = p_session AND o.operation_id = p_operation;
-    IF FOUND THEN
+    -- Usually registered by an earlier transaction: two index probes, no insert. The
+    -- caller holds the session's write lock, which cowsync.seal() takes too, so a seal
+    -- cannot land between this check and the end of the writing transaction.
+    SELECT EXISTS (SELECT 1 FROM cowsync.operations o
+                   WHERE o.session_id = p_session AND o.operation_id = p_operation)
+        INTO known;
+    PERFORM cowsync.refuse_sealed(p_session);
+    IF known THEN
         PERFORM set_config('cowsync.registered', marker, true);
         RETURN;
     END IF;
@@ -111,6 +116,7 @@ DECLARE
     owner text;
 BEGIN
     PERFORM cowsync.check_ids(p_session, p_operation);
+    PERFORM cowsync.refuse_sealed(p_session);
     INSERT INTO cowsync.sessions (session_id, owner_role) VALUES (p_session, session_user)
         ON CONFLICT (session_id) DO NOTHING;
     SELECT s.owner_role INTO owner FROM cowsync.sessions s WHERE s.session_id = p_session;
@@ -121,6 +127,24 @@ BEGIN
     INSERT INTO cowsync.operations (session_id, operation_id, first_seq)
         VALUES (p_session, p_operation, nextval('cowsync.write_seq'))
         ON CONFLICT (session_id, operation_id) DO NOTHING;
+END
+$fn$;
+
+-- Raises CW001 when the session is sealed (cowsync.seal): the error an agent's write
+-- gets, naming the session, until a reviewer unseals it.
+CREATE OR REPLACE FUNCTION cowsync.refuse_sealed(p_session text)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF EXISTS (SELECT 1 FROM cowsync.sessions s
+               WHERE s.session_id = p_session AND s.sealed_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'cowsync: session % is sealed for review and refuses writes', p_session
+            USING ERRCODE = 'CW001',
+                  HINT = 'A reviewer sealed it (cowsync seal); it takes writes again once unsealed.';
+    END IF;
 END
 $fn$;
 

@@ -98,7 +98,24 @@ BEGIN
     -- lock slot), so each write re-reads the key's current row with no race. A
     -- whole-session commit holds it too. Taken before the registry is touched, so a
     -- write waiting for that commit holds nothing the commit's cleanup needs.
+    --
+    -- Never wait for a row lock while holding that lock (another transaction of the
+    -- session holding the row FOR UPDATE would then wait for the lock: a deadlock).
+    -- On the transaction's first write, wait for such a row lock before taking the
+    -- session lock; once it is held, a locked row is a 40001 (below). Only a row
+    -- whose xmax is set can be locked, so the probe locks nothing in the usual case.
+    -- The marker is only a hint (forging it cannot skip the session lock).
+    IF TG_OP <> 'INSERT'
+       AND current_setting('cowsync.session_locked', true) IS DISTINCT FROM _cow_v_sid THEN
+        PERFORM 1 FROM ONLY {changes} AS _cow_c
+            WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_old} AND _cow_c._cow_current
+              AND _cow_c.xmax <> '0'::xid
+            FOR NO KEY UPDATE;
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('cowsync session ' || _cow_v_sid, 0));
+    IF current_setting('cowsync.session_locked', true) IS DISTINCT FROM _cow_v_sid THEN
+        PERFORM set_config('cowsync.session_locked', _cow_v_sid, true);
+    END IF;
     PERFORM {register_write}(_cow_v_sid, _cow_v_op);
 
     IF TG_OP = 'INSERT' THEN
@@ -132,10 +149,24 @@ BEGIN
 
     -- UPDATE and DELETE: OLD is the row the session saw when the statement began.
     SELECT _cow_c._cow_deleted, _cow_c._cow_operation, _cow_c._cow_existed,
-           _cow_c._cow_before, ROW({c_columns})::text AS row_text INTO _cow_v_cur
+           _cow_c._cow_before, ROW({c_columns})::text AS row_text,
+           _cow_c.xmax <> '0'::xid AS maybe_locked INTO _cow_v_cur
         FROM ONLY {changes} AS _cow_c
         WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_old} AND _cow_c._cow_current;
     _cow_v_has_cur := FOUND;
+    IF _cow_v_has_cur AND _cow_v_cur.maybe_locked THEN
+        BEGIN
+            PERFORM 1 FROM ONLY {changes} AS _cow_c
+                WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_old} AND _cow_c._cow_current
+                FOR NO KEY UPDATE NOWAIT;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'could not serialize access due to concurrent update'
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = format('cowsync: another transaction of session %s holds a row '
+                                      'of %s locked.', _cow_v_sid, {table_label}),
+                      HINT = 'Retry the transaction.';
+        END;
+    END IF;
     IF _cow_v_has_cur THEN
         IF _cow_v_cur._cow_deleted OR _cow_v_cur.row_text IS DISTINCT FROM OLD::text THEN
             -- Another transaction of this session changed the row meanwhile.
@@ -148,9 +179,25 @@ BEGIN
         _cow_v_existed := _cow_v_cur._cow_existed;
         _cow_v_before := _cow_v_cur._cow_before;
     ELSE
-        -- First touch of a base row: remember it as it was, for review and conflicts.
+        -- First touch of a base row: remember the base row as it is now, for review and
+        -- conflicts. OLD is what the statement read, maybe before a commit or discard of
+        -- this session (or a production write) that this write waited for: the base row
+        -- must still be OLD, else OLD came from a change that is gone.
+        SELECT to_jsonb(_cow_b) AS image, _cow_b::text AS row_text INTO _cow_v_row
+            FROM ONLY {base} AS _cow_b WHERE {b_key_equals_old};
+        IF NOT FOUND THEN
+            RETURN NULL;  -- the row is gone (a discarded insert): a table skips it too
+        END IF;
+        IF _cow_v_row.row_text IS DISTINCT FROM OLD::text THEN
+            RAISE EXCEPTION 'could not serialize access due to concurrent update'
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = format('cowsync: a row of %s changed in session %s (committed, '
+                                      'discarded or changed in production) after this statement '
+                                      'read it.', {table_label}, _cow_v_sid),
+                      HINT = 'Retry the transaction.';
+        END IF;
         _cow_v_existed := true;
-        _cow_v_before := to_jsonb(OLD);
+        _cow_v_before := _cow_v_row.image;
     END IF;
 
     IF TG_OP = 'DELETE' THEN

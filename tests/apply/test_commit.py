@@ -118,27 +118,32 @@ def test_commit_skips_rows_updated_back_to_their_original_values(shop):
     assert session_ids(shop) == []
 
 
-def test_committing_an_already_committed_session_is_a_clear_no_op(shop):
+def test_committing_an_already_committed_session_raises_and_changes_nothing(shop):
     write(shop, "s1", "a", "INSERT INTO customers (name) VALUES ('dee')")
     cowsync.commit(shop, "s1")
     after_first = base_state(shop)
 
-    again = cowsync.commit(shop, "s1")
+    with pytest.raises(cowsync.SessionNotFoundError, match="already committed or discarded"):
+        cowsync.commit(shop, "s1")
 
-    assert again.nothing_to_commit
-    assert again.applied == {}
-    assert again.conflicts == []
-    assert again.total == 0
     assert base_state(shop) == after_first
 
 
-def test_committing_a_session_that_never_wrote_is_a_no_op(shop):
+def test_committing_a_session_that_never_wrote_raises(shop):
     before = base_state(shop)
 
-    result = cowsync.commit(shop, "never-wrote")
+    with pytest.raises(cowsync.SessionNotFoundError, match="never wrote"):
+        cowsync.commit(shop, "never-wrote")
 
-    assert result.nothing_to_commit
     assert base_state(shop) == before
+
+
+def test_committing_an_annotated_session_with_nothing_left_is_a_no_op(shop):
+    cowsync.annotate(shop, "s1", label="kept")
+
+    result = cowsync.commit(shop, "s1")
+
+    assert result.nothing_to_commit and result.applied == {} and result.conflicts == []
 
 
 def test_commit_reports_progress_per_table_and_kind(shop):

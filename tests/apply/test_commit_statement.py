@@ -9,7 +9,7 @@ from psycopg import sql
 
 import cowsync
 from tests.apply._state import rows, session_ids, session_state, write
-from tests.apply._threads import Background
+from tests.apply._threads import Background, wait_until_blocked
 
 
 def no_changes(counts=None):
@@ -185,11 +185,16 @@ def test_a_commit_while_the_agent_writes_keeps_the_agents_operation_registered(s
     # more of it. The commit sees none of b's rows that are still uncommitted: it must
     # not forget b (and the session) while b is being written.
     write(shop, "s1", "b", "UPDATE customers SET credit = 5 WHERE id = 1")
+    token = cowsync.review(shop, "s1").token
     agent = connect(autocommit=False)
     with cowsync.session(agent, "s1", "b"):
         agent.execute("UPDATE customers SET credit = 9 WHERE id = 2")  # not committed yet
-        run = Background(cowsync.commit, connect(), "s1").join()
+        committer = connect()
+        # The commit waits for the agent's transaction, and applies only what was reviewed.
+        run = Background(cowsync.commit, committer, "s1", reviewed=token)
+        wait_until_blocked(connect(), committer.info.backend_pid)
         agent.commit()
+    run.join()
 
     assert run.error is None
     assert run.result.applied == {"public.customers": no_changes({"update": 1})}

@@ -27,10 +27,11 @@ def test_two_concurrent_commits_of_a_session_apply_it_exactly_once(shop, connect
     first.join()
     second.join()
 
-    assert first.error is None and second.error is None
-    # The first holds the session's lock while it waits; the second finds nothing left.
+    assert first.error is None
+    # The first holds the session's lock while it waits; the second finds nothing left
+    # and is told so.
     assert first.result.total == 3
-    assert second.result.nothing_to_commit
+    assert isinstance(second.error, cowsync.SessionNotFoundError)
     assert base_state(shop) == {
         "customers": [
             (1, "ann", "gold", 105),
@@ -62,8 +63,10 @@ def test_two_concurrent_commits_started_together_never_double_apply(shop, connec
     for run in runs:
         run.join()
 
-    assert [r.error for r in runs] == [None, None]
-    assert sorted(r.result.total for r in runs) == [0, 20]
+    winners = [r for r in runs if r.error is None]
+    losers = [r for r in runs if r.error is not None]
+    assert [r.result.total for r in winners] == [20]
+    assert [type(r.error) for r in losers] == [cowsync.SessionNotFoundError]
     assert shop.execute("SELECT count(*) FROM orders WHERE customer_id = 3").fetchone() == (20,)
 
 
@@ -113,9 +116,9 @@ def test_a_discard_waits_for_a_running_commit_and_then_finds_nothing(shop, conne
     commit_run.join()
     discard_run.join()
 
-    assert commit_run.error is None and discard_run.error is None
+    assert commit_run.error is None
     assert commit_run.result.total == 1
-    assert discard_run.result.total == 0
+    assert isinstance(discard_run.error, cowsync.SessionNotFoundError)
     assert rows(shop, "orders")[-1] == (10, 3, "fig", 1)
 
 
@@ -145,9 +148,11 @@ def test_a_session_write_made_while_a_whole_session_commit_runs_waits_and_is_kep
     assert (change.key, change.operation, change.before["credit"]) == ({"id": 2}, "b", 5)
 
 
-def test_a_session_write_made_while_a_commit_of_chosen_operations_runs_is_not_lost(shop, connect):
-    # A commit of chosen operations does not stop the agent: it removes only what it
-    # read and applied, not every row the session has by then.
+def test_a_session_write_made_while_a_commit_of_chosen_operations_runs_waits_and_is_kept(
+    shop, connect
+):
+    # Every commit holds the session's write lock: the agent's write waits for the
+    # commit of chosen operations, then lands in the session, not lost and not applied.
     write(shop, "s1", "a", "INSERT INTO orders (id, customer_id, item) VALUES (10, 3, 'fig')")
     holder = connect(autocommit=False)
     lock_customer(holder, 3)
@@ -155,43 +160,44 @@ def test_a_session_write_made_while_a_commit_of_chosen_operations_runs_is_not_lo
 
     run = Background(cowsync.commit, committer, "s1", operations=["a"])
     wait_until_blocked(connect(), committer.info.backend_pid)
-    # The agent keeps working in the session while the reviewer's commit is under way.
-    write(agent, "s1", "b", "UPDATE customers SET credit = 77 WHERE id = 2")
+    later = Background(write, agent, "s1", "b", "UPDATE customers SET credit = 77 WHERE id = 2")
+    wait_until_blocked(connect(), agent.info.backend_pid)  # waits for the commit
     holder.rollback()
     run.join()
+    later.join()
 
-    assert run.error is None
+    assert run.error is None and later.error is None
     assert rows(shop, "orders")[-1] == (10, 3, "fig", 1)
     # The later write was not part of the commit: it must still be in the session.
     assert rows(shop, "customers", "s1")[1] == (2, "bob", "basic", 77)
     assert [(c.key, c.operation) for c in cowsync.diff(shop, "s1")] == [({"id": 2}, "b")]
 
 
-def test_a_whole_session_commit_does_not_wait_for_an_agent_transaction_in_progress(shop, connect):
-    # The agent is mid-transaction in the session: the commit applies what is
-    # committed (by the general path) and leaves the agent's uncommitted write alone.
+def test_a_whole_session_commit_waits_for_an_agent_transaction_in_progress(shop, connect):
+    # The agent is mid-transaction in the session: the commit waits for it (up to
+    # ``wait``), then applies what the agent wrote too.
     write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
     agent = connect(autocommit=False)
     with cowsync.session(agent, "s1", "b"):
         agent.execute("UPDATE customers SET credit = 9 WHERE id = 2")  # not committed yet
-        # It applies, settles and ends without waiting; it leaves the session's
-        # registry entries alone while the agent writes.
-        run = Background(cowsync.commit, connect(), "s1").join()
-        assert run.error is None
-        assert [r[3] for r in rows(connect(), "customers")][:2] == [5, 20]
+        committer = connect()
+        run = Background(cowsync.commit, committer, "s1")
+        wait_until_blocked(connect(), committer.info.backend_pid)
+        assert [r[3] for r in rows(connect(), "customers")][:2] == [100, 20]
     agent.commit()
+    run.join()
 
-    assert run.result.applied == {"public.customers": {"insert": 0, "update": 1, "delete": 0}}
-    assert [r[3] for r in rows(shop, "customers")][:2] == [5, 20]
-    assert [(c.key, c.operation) for c in cowsync.diff(shop, "s1")] == [({"id": 2}, "b")]
-    assert "b" in [o.operation_id for o in cowsync.operations(shop, "s1")]
+    assert run.error is None
+    assert run.result.applied == {"public.customers": {"insert": 0, "update": 2, "delete": 0}}
+    assert [r[3] for r in rows(shop, "customers")][:2] == [5, 9]
+    assert cowsync.diff(shop, "s1") == []
 
 
-def test_an_agent_holding_a_row_lock_while_the_commit_waits_for_it_is_not_deadlocked(shop, connect):
-    # The agent locked a base row (select_for_update) before writing; the commit
-    # needs that row and takes the session's write lock; the agent's write then waits
-    # for the commit. PostgreSQL breaks the cycle; the commit falls back to the path
-    # that does not hold the session, and both finish.
+def test_an_agent_holding_a_row_lock_the_commit_needs_makes_the_commit_give_way(shop, connect):
+    # The agent locked a base row (select_for_update) before writing; the commit takes
+    # the session's write lock and waits for that row; the agent's write then waits for
+    # the commit. PostgreSQL breaks the cycle by failing the commit (it waited first),
+    # which gives way with SessionBusyError and changes nothing; the agent goes on.
     write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
     agent = connect(autocommit=False)
     with cowsync.session(agent, "s1", "b"):
@@ -203,11 +209,8 @@ def test_an_agent_holding_a_row_lock_while_the_commit_waits_for_it_is_not_deadlo
     agent.commit()
     run.join()
 
-    assert run.error is None
-    assert rows(shop, "customers")[0][3] == 5
-    # The agent's write is kept: committed too if it landed before the fallback read
-    # the session, else still pending.
-    assert rows(shop, "customers", "s1")[1][3] == 9
-    pending = [(c.key, c.operation) for c in cowsync.diff(shop, "s1")]
-    assert pending in ([({"id": 2}, "b")], [])
-    assert (rows(shop, "customers")[1][3] == 9) == (pending == [])
+    assert isinstance(run.error, cowsync.SessionBusyError)
+    assert "Nothing was done" in str(run.error)
+    assert [r[3] for r in rows(shop, "customers")][:2] == [100, 20]
+    assert [r[3] for r in rows(shop, "customers", "s1")][:2] == [5, 9]
+    assert cowsync.commit(shop, "s1").total == 2

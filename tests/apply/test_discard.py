@@ -137,10 +137,8 @@ def test_discard_of_an_unknown_operation_is_refused(history):
     assert session_state(history, "s1") == before
 
 
-def test_discarding_twice_is_a_no_op(history):
+def test_discarding_twice_raises_the_second_time(history):
     cowsync.discard(history, "s1")
 
-    again = cowsync.discard(history, "s1")
-
-    assert again.total == 0
-    assert again.operations == []
+    with pytest.raises(cowsync.SessionNotFoundError, match="already committed or discarded"):
+        cowsync.discard(history, "s1")

@@ -22,6 +22,10 @@ from tests.engine.conftest import error_of, fetch
 DEFERRED = "DEFERRABLE INITIALLY DEFERRED"
 FK = "books_author_id_fkey"
 
+# An upgrade is simulated by a library one engine version ahead.
+NOW = cowsync.ENGINE_VERSION
+NEXT = NOW + 1
+
 
 def make_authors_books(
     conn: psycopg.Connection[Any],
@@ -638,7 +642,7 @@ def test_an_upgrade_installs_the_checks_on_tables_enabled_before_them(conn, monk
             sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(FK), sql.Identifier(table))
         )
     conn.execute("DROP FUNCTION cowsync.fk_check_1(), cowsync.fk_check_2()")
-    monkeypatch.setattr(cowsync.install, "ENGINE_VERSION", 2)
+    monkeypatch.setattr(cowsync.install, "ENGINE_VERSION", NEXT)
     assert cowsync.deploy(conn).changed
     assert fk_triggers(conn) == [("authors_changes", FK, True), ("books_changes", FK, True)]
     with cowsync.session(conn, "S", config=config):

@@ -8,6 +8,10 @@ import cowsync
 import cowsync.install
 from tests.engine.conftest import cowsync_catalog, fetch
 
+# An upgrade is simulated by a library one engine version ahead.
+NOW = cowsync.ENGINE_VERSION
+NEXT = NOW + 1
+
 
 def test_first_deploy_installs_the_engine_and_reports_it(conn):
     result = cowsync.deploy(conn)
@@ -103,13 +107,13 @@ def test_upgrade_rerenders_tables_in_place_and_keeps_sessions(conn, make_table, 
     )
     registry_before = fetch(conn, "SELECT t::text FROM cowsync.operations t")
 
-    monkeypatch.setattr(cowsync.install, "ENGINE_VERSION", 2)
+    monkeypatch.setattr(cowsync.install, "ENGINE_VERSION", NEXT)
     result = cowsync.deploy(conn)
 
-    assert result == cowsync.DeployResult(version=2, previous_version=1, changed=True)
-    assert sorted(fetch(conn, "SELECT version FROM cowsync.engine")) == [(1,), (2,)]
-    assert fetch(conn, "SELECT DISTINCT engine_version FROM cowsync.tables") == [(2,)]
-    assert {s.engine_version for s in cowsync.status(conn)} == {2}
+    assert result == cowsync.DeployResult(version=NEXT, previous_version=NOW, changed=True)
+    assert sorted(fetch(conn, "SELECT version FROM cowsync.engine")) == [(NOW,), (NEXT,)]
+    assert fetch(conn, "SELECT DISTINCT engine_version FROM cowsync.tables") == [(NEXT,)]
+    assert {s.engine_version for s in cowsync.status(conn)} == {NEXT}
     # Views were re-rendered (new objects), the trigger is back on each.
     views_after = dict(
         fetch(conn, "SELECT relname, oid::int FROM pg_class WHERE relname IN ('items', 'other')")
@@ -148,7 +152,7 @@ def test_upgrade_rerenders_tables_in_place_and_keeps_sessions(conn, make_table, 
 def test_enable_before_an_upgrade_asks_for_deploy(conn, make_table, monkeypatch):
     make_table(rows=1)
     cowsync.deploy(conn)
-    monkeypatch.setattr(cowsync.install, "ENGINE_VERSION", 2)
+    monkeypatch.setattr(cowsync.install, "ENGINE_VERSION", NEXT)
 
     with pytest.raises(cowsync.ConfigurationError, match="deploy"):
         cowsync.enable(conn, "items")
@@ -174,7 +178,7 @@ def test_upgrade_keeps_the_views_grants_comments_and_owner(
     before = fetch(conn, query)
     assert before[0][2] == "stock" and before[0][3] == "units"
 
-    monkeypatch.setattr(cowsync.install, "ENGINE_VERSION", 2)
+    monkeypatch.setattr(cowsync.install, "ENGINE_VERSION", NEXT)
     cowsync.deploy(conn)
 
     assert fetch(conn, query) == before

@@ -341,6 +341,8 @@ def _run_step(ctx: Ctx, step: Step | PerMode) -> None:
 def _commit(conn: psycopg.Connection[Any], session_id: str) -> str:
     try:
         cowsync.commit(conn, session_id)
+    except cowsync.SessionNotFoundError:
+        return "ok"  # the session wrote nothing: nothing to apply, as for the table
     except cowsync.CowError as exc:
         return f"{type(exc).__name__}"
     except psycopg.Error as exc:

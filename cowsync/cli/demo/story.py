@@ -19,7 +19,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.text import Text
 
-from ... import apply, install, review
+from ... import apply, install, reviewing
 from ...binding import session
 from ...errors import CommitError, ConflictError, CowError, DependencyError
 from .. import display
@@ -163,13 +163,13 @@ def _review(
     console: Console, conn: psycopg.Connection[Any], session_id: str, ops: list[str]
 ) -> None:
     _section(console, "4. Review: the operations and what they build on")
-    deps = review.dependencies(conn, session_id)
-    display.render_operations(console, session_id, review.operations(conn, session_id), deps)
+    deps = reviewing.dependencies(conn, session_id)
+    display.render_operations(console, session_id, reviewing.operations(conn, session_id), deps)
 
     _section(console, "5. Review: each operation's diff (base before → session after)")
     for op in ops:
         console.print(Text(f"operation {op}", style="bold underline"))
-        display.render_diff(console, review.diff(conn, session_id, operations=[op]))
+        display.render_diff(console, reviewing.diff(conn, session_id, operations=[op]))
 
     _section(console, "6. What the engine says about partial commits (trial runs, rolled back)")
     for op in ops:
@@ -275,7 +275,7 @@ def _tell(
     console.print("What the session sees (compared with production):")
     _show_snapshot(console, in_session, before)
 
-    ops = [op.operation_id for op in review.operations(conn, session_id)]
+    ops = [op.operation_id for op in reviewing.operations(conn, session_id)]
     _review(console, conn, session_id, ops)
     keep = _choose(console, conn, session_id, ops, ask, interactive)
 
@@ -286,12 +286,12 @@ def _tell(
         outcome.committed = result.operations
     else:
         console.print("nothing to commit")
-    rest = [op.operation_id for op in review.operations(conn, session_id)]
+    rest = [op.operation_id for op in reviewing.operations(conn, session_id)]
     if rest:
         discarded = apply.discard(conn, session_id)
         display.render_discard_result(console, discarded)
         outcome.discarded = discarded.operations
-    left = [s.session_id for s in review.sessions(conn) if s.session_id == session_id]
+    left = [s.session_id for s in reviewing.sessions(conn) if s.session_id == session_id]
     if not left:
         console.print(f"session {session_id} is gone: nothing is left to review")
 

@@ -14,6 +14,7 @@ from psycopg import sql
 
 from .config import validate_id
 from .registry import EnabledTable, enabled_tables, foreign_keys, require_engine
+from .review_token import ReviewToken, take_watermark
 
 ChangeKind = Literal["insert", "update", "delete"]
 
@@ -30,6 +31,7 @@ class SessionInfo:
     rows: int
     label: str | None
     metadata: dict[str, Any]
+    sealed: bool = False  # a reviewer sealed it: it refuses writes (cowsync.seal)
 
 
 @dataclass(frozen=True)
@@ -117,14 +119,15 @@ def sessions(conn: psycopg.Connection) -> list[SessionInfo]:
     registry = conn.execute(
         """
         SELECT s.session_id, s.created_at, s.label, s.metadata,
-               (SELECT count(*) FROM cowsync.operations o WHERE o.session_id = s.session_id)
+               (SELECT count(*) FROM cowsync.operations o WHERE o.session_id = s.session_id),
+               s.sealed_at IS NOT NULL
         FROM cowsync.sessions s
         WHERE s.preview_of IS NULL
         ORDER BY s.created_at, s.session_id
         """
     ).fetchall()
     result = []
-    for sid, created, label, metadata, n_ops in registry:
+    for sid, created, label, metadata, n_ops, sealed in registry:
         entry = counts.get(sid, _TableCounts())
         result.append(
             SessionInfo(
@@ -136,6 +139,7 @@ def sessions(conn: psycopg.Connection) -> list[SessionInfo]:
                 rows=entry.rows,
                 label=label,
                 metadata=metadata or {},
+                sealed=sealed,
             )
         )
     return result
@@ -192,6 +196,9 @@ def operations(conn: psycopg.Connection, session_id: str) -> list[OperationInfo]
         )
         for op, created in registry
     ]
+
+
+operations_of = operations  # review() has a parameter named operations
 
 
 def _dependency_query(tables: list[EnabledTable], conn: psycopg.Connection) -> sql.Composed:
@@ -278,14 +285,17 @@ def dependencies(conn: psycopg.Connection, session_id: str) -> dict[str, set[str
 
 
 def net_rows(
-    table: EnabledTable, operations: Iterable[str] | None
+    table: EnabledTable, operations: Iterable[str] | None, watermark: int | None = None
 ) -> tuple[sql.Composable, dict[str, Any]]:
     """The latest row per key among the chosen operations (all when None).
 
-    Parameters: ``sid`` and, when filtering, ``ops``.
+    With a review ``watermark`` (see :mod:`cowsync.review_token`), only writes numbered
+    up to it count, and a key that a chosen operation rewrote after it is left out
+    (what the review showed of it is gone). Parameters: ``sid`` and, when filtering,
+    ``ops`` and ``wm``.
     """
     params: dict[str, Any] = {}
-    if operations is None:
+    if operations is None and watermark is None:
         # The whole session: the current row of each key is its latest write.
         return (
             sql.SQL(
@@ -294,12 +304,29 @@ def net_rows(
             ).format(changes=table.changes),
             params,
         )
-    op_filter = sql.SQL(" AND c._cow_operation = ANY(%(ops)s)")
-    params["ops"] = list(operations)
+    filters: list[sql.Composable] = []
+    if operations is not None:
+        filters.append(sql.SQL(" AND c._cow_operation = ANY(%(ops)s)"))
+        params["ops"] = list(operations)
+    if watermark is not None:
+        params["wm"] = watermark
+        filters.append(
+            sql.SQL(
+                " AND c._cow_seq <= %(wm)s AND NOT EXISTS (SELECT 1 FROM ONLY {changes} AS s "
+                "WHERE s._cow_session = %(sid)s AND {match}{s_ops} "
+                "AND s._cow_first_seq <= %(wm)s AND s._cow_seq > %(wm)s)"
+            ).format(
+                changes=table.changes,
+                match=table.key_match("s", "c"),
+                s_ops=sql.SQL(" AND s._cow_operation = ANY(%(ops)s)")
+                if operations is not None
+                else sql.SQL(""),
+            )
+        )
     query = sql.SQL(
         "SELECT DISTINCT ON ({keys}) c.* FROM ONLY {changes} AS c "
-        "WHERE c._cow_session = %(sid)s{op_filter} ORDER BY {keys}, c._cow_seq DESC"
-    ).format(keys=table.keys("c"), changes=table.changes, op_filter=op_filter)
+        "WHERE c._cow_session = %(sid)s{filters} ORDER BY {keys}, c._cow_seq DESC"
+    ).format(keys=table.keys("c"), changes=table.changes, filters=sql.Composed(filters))
     return query, params
 
 
@@ -314,13 +341,23 @@ def diff(
     ``before`` is the base row when the session first touched it; ``after`` the
     session's row. A row inserted then deleted, or updated back to its original
     values, shows nothing. With ``operations`` it shows the net effect of just
-    those operations.
+    those operations. To commit exactly what it shows while the agent may still be
+    writing, use :func:`review` and its token.
     """
-    chosen = enabled_tables(conn, tables)
     ops = None if operations is None else list(operations)
+    return _diff(conn, session_id, enabled_tables(conn, tables), ops, None)
+
+
+def _diff(
+    conn: psycopg.Connection,
+    session_id: str,
+    chosen: list[EnabledTable],
+    ops: list[str] | None,
+    watermark: int | None,
+) -> list[RowChange]:
     changes: list[RowChange] = []
     for t in chosen:
-        net, params = net_rows(t, ops)
+        net, params = net_rows(t, ops, watermark)
         query = sql.SQL(
             "SELECT n._cow_operation, n._cow_existed, n._cow_deleted, {after}, {before} "
             "FROM ({net}) AS n "
@@ -354,3 +391,56 @@ def diff(
                 kind, after_value = "update", after
             changes.append(RowChange(t.label, key, kind, before, after_value, changed, op))
     return changes
+
+
+@dataclass(frozen=True)
+class Review:
+    """One consistent look at a session: its changes, its operations and a token.
+
+    ``token`` records what this review saw; ``commit(..., reviewed=review.token)`` and
+    ``discard(..., reviewed=review.token)`` then act on exactly that, whatever the
+    agent writes meanwhile.
+    """
+
+    session_id: str
+    changes: list[RowChange]
+    operations: list[OperationInfo]
+    token: ReviewToken
+    sealed: bool
+
+
+def review(
+    conn: psycopg.Connection,
+    session_id: str,
+    operations: Iterable[str] | None = None,
+    tables: Iterable[str] | None = None,
+) -> Review:
+    """Review a session (or chosen operations and tables): the diff, the operations and
+    a :class:`ReviewToken` of what it showed.
+
+    On an idle connection it reads in one ``REPEATABLE READ`` transaction, so all of it
+    is one snapshot. Inside a caller's transaction it reads there; the diff is still cut
+    at the token's watermark, so it never shows a write the token does not cover.
+
+    >>> r = cowsync.review(conn, sid)  # doctest: +SKIP
+    >>> cowsync.commit(conn, sid, reviewed=r.token)  # doctest: +SKIP
+    """
+    validate_id(session_id, "session id")
+    ops = None if operations is None else [validate_id(o, "operation id") for o in operations]
+    table_names = None if tables is None else list(tables)
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with conn.transaction():
+        if idle:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        every = enabled_tables(conn)
+        chosen = every if table_names is None else enabled_tables(conn, table_names)
+        token = take_watermark(conn, session_id, chosen, every, ops, table_names)
+        changes = _diff(conn, session_id, chosen, ops, token.watermark)
+        infos = operations_of(conn, session_id)
+        sealed = conn.execute(
+            "SELECT sealed_at IS NOT NULL FROM cowsync.sessions WHERE session_id = %s",
+            (session_id,),
+        ).fetchone()
+    if ops is not None:
+        infos = [o for o in infos if o.operation_id in set(ops)]
+    return Review(session_id, changes, infos, token, bool(sealed and sealed[0]))

@@ -1,0 +1,319 @@
+"""The review contract: what a reviewer saw is exactly what commit or discard acts on.
+
+Each race is forced, not hoped for: a caller's open transaction holds the session's
+write lock (a commit or discard run inside it), the agent's statement takes its
+snapshot and then waits for that lock, and the test lets go only once
+``wait_until_blocked`` saw it wait.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+import cowsync
+from tests.apply._state import base_state, rows, session_state, write
+from tests.apply._threads import Background, wait_until_blocked
+
+
+def credit(conn, customer_id, session_id=None):
+    return next(r[3] for r in rows(conn, "customers", session_id) if r[0] == customer_id)
+
+
+# --- review tokens ------------------------------------------------------------------
+
+
+def test_a_commit_with_a_token_applies_what_the_review_showed_and_keeps_later_writes(shop):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 111 WHERE id = 1")
+    reviewed = cowsync.review(shop, "s1")
+    assert [(c.key, c.after["credit"]) for c in reviewed.changes] == [({"id": 1}, 111)]
+    # The agent keeps writing while the reviewer reads: a new row, a new operation.
+    write(shop, "s1", "a", "INSERT INTO customers (id, name) VALUES (20, 'eve')")
+    write(shop, "s1", "b", "UPDATE customers SET credit = 222 WHERE id = 2")
+
+    result = cowsync.commit(shop, "s1", reviewed=reviewed.token)
+
+    assert result.applied == {"public.customers": {"insert": 0, "update": 1, "delete": 0}}
+    assert [(d.table, d.reason, d.rows) for d in result.drift] == [("public.customers", "newer", 2)]
+    assert [r[0] for r in rows(shop, "customers")] == [1, 2, 3]
+    assert credit(shop, 1) == 111 and credit(shop, 2) == 20
+    # What came after the review waits for the next one.
+    assert sorted((c.key["id"], c.kind) for c in cowsync.diff(shop, "s1")) == [
+        (2, "update"),
+        (20, "insert"),
+    ]
+
+
+def test_a_commit_of_an_operation_with_a_token_ignores_rows_added_to_it_later(shop):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 1 WHERE id = 1")
+    token = cowsync.review(shop, "s1", operations=["a"]).token
+    write(shop, "s1", "a", "UPDATE customers SET credit = 2 WHERE id = 2")
+    write(shop, "s1", "a", "UPDATE customers SET credit = 3 WHERE id = 3")
+
+    result = cowsync.commit(shop, "s1", operations=["a"], reviewed=token)
+
+    assert result.total == 1
+    assert [credit(shop, i) for i in (1, 2, 3)] == [1, 20, 0]
+    assert [credit(shop, i, "s1") for i in (1, 2, 3)] == [1, 2, 3]
+
+
+def test_a_key_rewritten_after_the_review_stays_in_the_session(shop):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    write(shop, "s1", "a", "UPDATE customers SET credit = 6 WHERE id = 2")
+    token = cowsync.review(shop, "s1").token
+    # The same operation changes a reviewed row again: what the review showed is gone.
+    write(shop, "s1", "a", "UPDATE customers SET credit = 999 WHERE id = 1")
+
+    result = cowsync.commit(shop, "s1", reviewed=token)
+
+    assert (credit(shop, 1), credit(shop, 2)) == (100, 6)  # 999 was never reviewed
+    assert [(d.reason, d.rows) for d in result.drift] == [("rewritten", 1)]
+    [left] = cowsync.diff(shop, "s1")
+    assert (left.key, left.before["credit"], left.after["credit"]) == ({"id": 1}, 100, 999)
+
+
+def test_if_changed_refuse_raises_and_changes_nothing(shop):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    token = cowsync.review(shop, "s1").token
+    write(shop, "s1", "b", "DELETE FROM orders WHERE id = 1")
+    before, session_before = base_state(shop), session_state(shop, "s1")
+
+    with pytest.raises(cowsync.StaleReviewError) as caught:
+        cowsync.commit(shop, "s1", reviewed=token, if_changed="refuse")
+    with pytest.raises(cowsync.StaleReviewError):
+        cowsync.discard(shop, "s1", reviewed=str(token), if_changed="refuse")
+
+    assert [(d.table, d.reason) for d in caught.value.changes] == [("public.orders", "newer")]
+    assert "public.orders: 1 row(s) written after the review" in str(caught.value)
+    assert base_state(shop) == before and session_state(shop, "s1") == session_before
+
+
+def test_a_token_whose_rows_another_call_took_is_refused(shop):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    write(shop, "s1", "b", "UPDATE customers SET credit = 6 WHERE id = 2")
+    token = cowsync.review(shop, "s1").token
+    cowsync.commit(shop, "s1", operations=["b"])  # a second reviewer, meanwhile
+
+    with pytest.raises(cowsync.StaleReviewError, match="already committed or discarded"):
+        cowsync.commit(shop, "s1", reviewed=token)
+    assert credit(shop, 1) == 100
+
+
+def test_a_second_commit_with_the_same_token_is_told_it_lost(shop, connect):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    token = cowsync.review(shop, "s1").token
+    cowsync.commit(connect(), "s1", reviewed=token)
+
+    with pytest.raises(cowsync.SessionNotFoundError):
+        cowsync.commit(connect(), "s1", reviewed=token)
+
+
+def test_a_discard_with_a_token_keeps_what_the_review_did_not_show(shop):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    token = cowsync.review(shop, "s1").token
+    write(shop, "s1", "b", "UPDATE customers SET credit = 7 WHERE id = 2")
+
+    result = cowsync.discard(shop, "s1", reviewed=token)
+
+    assert result.discarded == {"public.customers": 1}
+    assert [(d.reason, d.rows) for d in result.drift] == [("newer", 1)]
+    assert [(c.key, c.after["credit"]) for c in cowsync.diff(shop, "s1")] == [({"id": 2}, 7)]
+    assert credit(shop, 1, "s1") == 100
+
+
+def test_a_token_is_a_string_that_round_trips_and_belongs_to_its_session(shop):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    token = cowsync.review(shop, "s1").token
+    assert cowsync.ReviewToken.parse(str(token)) == token
+    with pytest.raises(cowsync.ConfigurationError, match="for session 's1'"):
+        cowsync.commit(shop, "s2", reviewed=token)
+    with pytest.raises(cowsync.ConfigurationError, match="not a cowsync review token"):
+        cowsync.commit(shop, "s1", reviewed="12345")
+    with pytest.raises(cowsync.ConfigurationError, match="damaged"):
+        cowsync.commit(shop, "s1", reviewed=str(token)[:-6])
+
+
+def test_a_review_inside_a_transaction_never_shows_a_write_its_token_does_not_cover(shop, connect):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    reviewer = connect(autocommit=False)  # READ COMMITTED, transaction already open
+    reviewer.execute("SELECT 1")
+    first = cowsync.review(reviewer, "s1")
+    write(connect(), "s1", "b", "UPDATE customers SET credit = 6 WHERE id = 2")
+    second = cowsync.review(reviewer, "s1")
+    reviewer.commit()
+
+    assert len(first.changes) == 1
+    assert second.token.watermark > first.token.watermark
+    assert {c.key["id"] for c in second.changes} == {1, 2}
+
+
+# --- unknown sessions ---------------------------------------------------------------
+
+
+def test_commit_and_discard_of_an_unknown_session_raise(shop):
+    with pytest.raises(cowsync.SessionNotFoundError, match="'nobody'"):
+        cowsync.commit(shop, "nobody")
+    with pytest.raises(cowsync.SessionNotFoundError):
+        cowsync.discard(shop, "nobody")
+
+
+# --- seal ---------------------------------------------------------------------------
+
+
+def test_a_sealed_session_refuses_writes_until_unsealed(shop):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    assert cowsync.seal(shop, "s1") is True
+    assert cowsync.seal(shop, "s1") is False
+
+    with pytest.raises(psycopg.Error) as caught:
+        write(shop, "s1", "b", "UPDATE customers SET credit = 6 WHERE id = 2")
+    assert caught.value.sqlstate == cowsync.SEALED_SQLSTATE == "CW001"
+    assert "session s1 is sealed" in str(caught.value)
+    assert [s.sealed for s in cowsync.sessions(shop)] == [True]
+    assert cowsync.review(shop, "s1").sealed
+
+    # Commit still works on a sealed session, and the session stays sealed.
+    cowsync.commit(shop, "s1")
+    assert cowsync.is_sealed(shop, "s1")
+    assert cowsync.unseal(shop, "s1") is True
+    write(shop, "s1", "b", "UPDATE customers SET credit = 6 WHERE id = 2")
+    assert credit(shop, 2, "s1") == 6
+
+
+def test_seal_waits_for_the_agent_transaction_in_progress(shop, connect):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    agent = connect(autocommit=False)
+    with cowsync.session(agent, "s1", "b"):
+        agent.execute("UPDATE customers SET credit = 6 WHERE id = 2")
+        sealer = connect()
+        run = Background(cowsync.seal, sealer, "s1")
+        wait_until_blocked(connect(), sealer.info.backend_pid)
+        agent.commit()  # the write in progress lands before the seal
+        run.join()
+        with pytest.raises(psycopg.Error) as caught:
+            agent.execute("UPDATE customers SET credit = 7 WHERE id = 3")
+        agent.rollback()
+    assert run.error is None and caught.value.sqlstate == "CW001"
+    assert credit(shop, 2, "s1") == 6 and credit(shop, 3, "s1") == 0
+
+
+def test_seal_of_an_unknown_session_raises(shop):
+    with pytest.raises(cowsync.SessionNotFoundError):
+        cowsync.seal(shop, "nobody")
+
+
+# --- linearizable session writes ----------------------------------------------------
+
+
+def _hold_in_transaction(conn, call, *args, **kwargs):
+    """Run ``call`` inside an open transaction of ``conn``: its session lock stays held
+    until the test commits ``conn``."""
+    conn.execute("SELECT 1")  # opens the transaction (autocommit=False)
+    return call(conn, *args, **kwargs)
+
+
+def test_an_agent_update_that_read_a_discarded_row_fails_instead_of_resurrecting_it(shop, connect):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 500 WHERE id = 1")
+    reviewer = connect(autocommit=False)
+    _hold_in_transaction(reviewer, cowsync.discard, "s1")
+    agent = connect()
+    # The agent's statement reads 500 (the discard is not committed), then waits.
+    run = Background(
+        write, agent, "s1", "b", "UPDATE customers SET credit = credit + 1 WHERE id = 1"
+    )
+    wait_until_blocked(connect(), agent.info.backend_pid)
+    reviewer.commit()
+    run.join()
+
+    assert isinstance(run.error, psycopg.errors.SerializationFailure)
+    assert credit(shop, 1, "s1") == 100  # nothing of the discarded 500 came back
+    with pytest.raises(cowsync.SessionNotFoundError):
+        cowsync.commit(shop, "s1")
+    assert credit(shop, 1) == 100
+
+
+def test_an_agent_update_of_a_discarded_insert_skips_the_row(shop, connect):
+    write(shop, "s1", "a", "INSERT INTO customers (id, name) VALUES (30, 'zed')")
+    reviewer = connect(autocommit=False)
+    _hold_in_transaction(reviewer, cowsync.discard, "s1")
+    agent = connect()
+    run = Background(
+        write, agent, "s1", "b", "UPDATE customers SET credit = 9 WHERE id = 30 RETURNING id"
+    )
+    wait_until_blocked(connect(), agent.info.backend_pid)
+    reviewer.commit()
+    run.join()
+
+    assert run.error is None and run.result == []  # gone, as a deleted row is for a table
+    assert [r[0] for r in rows(shop, "customers", "s1")] == [1, 2, 3]
+
+
+def test_a_write_landing_after_a_commit_is_measured_against_the_committed_base(shop, connect):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 500 WHERE id = 1")
+    reviewer = connect(autocommit=False)
+    _hold_in_transaction(reviewer, cowsync.commit, "s1")
+    agent = connect()
+    run = Background(
+        write, agent, "s1", "b", "UPDATE customers SET credit = credit + 1 WHERE id = 1"
+    )
+    wait_until_blocked(connect(), agent.info.backend_pid)
+    reviewer.commit()
+    run.join()
+
+    assert run.error is None
+    [change] = cowsync.diff(shop, "s1")
+    assert (change.before["credit"], change.after["credit"]) == (500, 501)
+    # No false conflict, and skip drops nothing that had none.
+    result = cowsync.commit(shop, "s1", on_conflict="skip")
+    assert result.conflicts == [] and credit(shop, 1) == 501
+
+
+def test_a_commit_waits_for_an_agent_transaction_in_progress(shop, connect):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    agent = connect(autocommit=False)
+    with cowsync.session(agent, "s1", "b"):
+        agent.execute("UPDATE customers SET credit = 9 WHERE id = 2")
+        with pytest.raises(cowsync.SessionBusyError, match=f"backend {agent.info.backend_pid}"):
+            cowsync.commit(connect(), "s1", wait=0.2)
+        committer = connect()
+        run = Background(cowsync.commit, committer, "s1", wait=None)
+        wait_until_blocked(connect(), committer.info.backend_pid)
+        agent.commit()
+        run.join()
+    assert run.error is None and run.result.total == 2
+    assert (credit(shop, 1), credit(shop, 2)) == (5, 9)
+
+
+# --- no deadlock between transactions of one session --------------------------------
+
+
+def test_an_update_waiting_for_a_same_session_row_lock_does_not_deadlock(shop, connect):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    locker = connect(autocommit=False)
+    with cowsync.session(locker, "s1", "a"):
+        locker.execute("SELECT * FROM customers WHERE id = 1 FOR UPDATE")
+        other = connect()
+        run = Background(write, other, "s1", "b", "UPDATE customers SET credit = 7 WHERE id = 1")
+        wait_until_blocked(connect(), other.info.backend_pid)
+        # The locker writes: it must not wait for the other (which holds nothing).
+        locker.execute("UPDATE customers SET credit = 6 WHERE id = 1")
+        locker.commit()
+    run.join()
+
+    assert isinstance(run.error, psycopg.errors.SerializationFailure)
+    assert credit(shop, 1, "s1") == 6
+
+
+def test_a_transaction_holding_the_session_lock_never_waits_for_a_row_lock(shop, connect):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
+    locker = connect(autocommit=False)
+    writer = connect(autocommit=False)
+    with cowsync.session(locker, "s1", "a"), cowsync.session(writer, "s1", "b"):
+        locker.execute("SELECT * FROM customers WHERE id = 1 FOR UPDATE")
+        writer.execute("UPDATE customers SET credit = 8 WHERE id = 2")  # takes the lock
+        with pytest.raises(psycopg.errors.SerializationFailure, match="holds a row"):
+            writer.execute("UPDATE customers SET credit = 9 WHERE id = 1")
+        writer.rollback()
+        locker.execute("UPDATE customers SET credit = 6 WHERE id = 1")
+        locker.commit()
+    assert (credit(shop, 1, "s1"), credit(shop, 2, "s1")) == (6, 20)
