@@ -43,6 +43,7 @@ from .install import (
     enable_schema,
     status,
 )
+from .reaping import Reaped, reap
 from .retrying import retry_serialization_failures
 from .review_token import ReviewDrift, ReviewToken
 from .reviewing import (
@@ -83,6 +84,7 @@ __all__ = [
     "NotEnabledError",
     "OperationInfo",
     "PendingChangesError",
+    "Reaped",
     "Review",
     "ReviewDrift",
     "ReviewToken",
@@ -112,6 +114,7 @@ __all__ = [
     "is_sealed",
     "new_session_id",
     "operations",
+    "reap",
     "refresh",
     "retry_serialization_failures",
     "review",

@@ -23,6 +23,7 @@ from . import display, jsonout
 from .context import CliContext, libpq_environment_set
 from .errors import EXIT_USER_ERROR, CliError, reports_errors
 from .lookup import close_over, require_operations, require_session
+from .reaping import reap
 from .sealing import seal, unseal
 
 pass_cli = click.make_pass_decorator(CliContext)
@@ -569,6 +570,7 @@ REVIEW_COMMANDS: tuple[click.Command, ...] = (
     discard,
     seal,
     unseal,
+    reap,
 )
 
 
