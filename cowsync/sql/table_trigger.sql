@@ -95,27 +95,13 @@ BEGIN
                           {default_operation});
     -- A session's writing transactions take turns: one transaction-scoped lock per
     -- session (taken again by every row, which costs a local lookup, never another
-    -- lock slot), so each write re-reads the key's current row with no race. A
-    -- whole-session commit holds it too. Taken before the registry is touched, so a
-    -- write waiting for that commit holds nothing the commit's cleanup needs.
-    --
-    -- Never wait for a row lock while holding that lock (another transaction of the
-    -- session holding the row FOR UPDATE would then wait for the lock: a deadlock).
-    -- On the transaction's first write, wait for such a row lock before taking the
-    -- session lock; once it is held, a locked row is a 40001 (below). Only a row
-    -- whose xmax is set can be locked, so the probe locks nothing in the usual case.
-    -- The marker is only a hint (forging it cannot skip the session lock).
-    IF TG_OP <> 'INSERT'
-       AND current_setting('cowsync.session_locked', true) IS DISTINCT FROM _cow_v_sid THEN
-        PERFORM 1 FROM ONLY {changes} AS _cow_c
-            WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_old} AND _cow_c._cow_current
-              AND _cow_c.xmax <> '0'::xid
-            FOR NO KEY UPDATE;
-    END IF;
+    -- lock slot), so each write re-reads the key's current row with no race. Commit,
+    -- discard and seal take it too. Taken before the registry is touched, so a write
+    -- waiting for a commit holds nothing the commit's cleanup needs.
+    -- Never wait for a row lock while holding it: another transaction of the session
+    -- holding the row FOR UPDATE would then wait for this lock, a deadlock. A locked
+    -- current row is a 40001 instead (below).
     PERFORM pg_advisory_xact_lock(hashtextextended('cowsync session ' || _cow_v_sid, 0));
-    IF current_setting('cowsync.session_locked', true) IS DISTINCT FROM _cow_v_sid THEN
-        PERFORM set_config('cowsync.session_locked', _cow_v_sid, true);
-    END IF;
     PERFORM {register_write}(_cow_v_sid, _cow_v_op);
 
     IF TG_OP = 'INSERT' THEN
@@ -154,6 +140,7 @@ BEGIN
         FROM ONLY {changes} AS _cow_c
         WHERE _cow_c._cow_session = _cow_v_sid AND {c_key_equals_old} AND _cow_c._cow_current;
     _cow_v_has_cur := FOUND;
+    -- Only a row whose xmax is set can be locked: the usual row costs no lock attempt.
     IF _cow_v_has_cur AND _cow_v_cur.maybe_locked THEN
         BEGIN
             PERFORM 1 FROM ONLY {changes} AS _cow_c
