@@ -672,6 +672,18 @@ def disable(conn: psycopg.Connection, table: str | tuple[str, str], force: bool 
 
     Refuses with :class:`PendingChangesError` while sessions hold unapplied changes
     for the table, unless ``force=True`` (which discards them).
+
+    Connections that stay bound to a session are not told: from the commit on, ``items``
+    is the plain table, and what they send reaches it directly. When the database is
+    hardened, that fails closed for agents: :func:`cowsync.harden` took their privileges
+    on the base, so the table handed back refuses their reads and writes (``42501``),
+    whatever session they had bound, and with no trace of cowsync left on it. So disable
+    refuses with :class:`ConfigurationError` while a login that counts as an agent can
+    still use the base (a grant made after ``harden``, through a role it can ``SET ROLE``
+    to, or through ``PUBLIC``): revoke it, or run :func:`cowsync.unharden` first if
+    agents should use the plain table. Without ``harden`` nothing fences a bound
+    connection: stop the processes that bind sessions first (``cowsync.reap`` ends agent
+    backends). It waits for transactions that are using the table to finish.
     """
     name = parse_table_name(table)
     with conn.transaction():
@@ -698,6 +710,7 @@ def _disable_locked(conn: psycopg.Connection, row: tuple[object, ...], force: bo
             "discard them first, or pass force=True to drop them",
             {label: sessions},
         )
+    _refuse_if_agents_reach_base(conn, label, schema, str(base_name))
     try:
         conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier(schema, view_name)))
     except psycopg.errors.DependentObjectsStillExist as exc:
@@ -723,6 +736,60 @@ def _disable_locked(conn: psycopg.Connection, row: tuple[object, ...], force: bo
     )
     conn.execute("DELETE FROM cowsync.tables WHERE id = %s", (registry_id,))
     return label
+
+
+# Every privilege a table can carry; the column-level ones count when granted on any column.
+_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+_COLUMN_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "REFERENCES")
+
+
+def _refuse_if_agents_reach_base(
+    conn: psycopg.Connection, label: str, schema: str, base_name: str
+) -> None:
+    """Refuse to hand back a table that agent logins could then use directly.
+
+    A hardened agent's bound connections fail closed after disable only because it holds
+    no privilege on the base. Logins count as agents as in ``cowsync.is_agent()``
+    (members of a registered agent role, superusers never); each is checked with every
+    role it can ``SET ROLE`` to, ``PUBLIC``'s grants included.
+    """
+    rows = conn.execute(
+        """
+        WITH agent_logins AS (
+            SELECT r.oid, r.rolname FROM pg_catalog.pg_roles r
+            WHERE NOT r.rolsuper AND EXISTS (
+                SELECT 1 FROM cowsync.roles a
+                JOIN pg_catalog.pg_roles ar ON ar.rolname = a.role_name
+                WHERE a.kind = 'agent' AND pg_catalog.pg_has_role(r.oid, ar.oid, 'MEMBER'))
+        )
+        SELECT l.rolname::text, array_agg(DISTINCT p.privilege ORDER BY p.privilege)
+        FROM agent_logins l
+        JOIN pg_catalog.pg_roles g ON pg_catalog.pg_has_role(l.oid, g.oid, 'MEMBER')
+        CROSS JOIN unnest(%(privileges)s::text[]) AS p(privilege)
+        WHERE CASE WHEN p.privilege = ANY(%(column_privileges)s::text[])
+                   THEN pg_catalog.has_any_column_privilege(g.oid, %(base)s::regclass,
+                                                            p.privilege)
+                   ELSE pg_catalog.has_table_privilege(g.oid, %(base)s::regclass, p.privilege)
+              END
+        GROUP BY l.rolname
+        ORDER BY l.rolname
+        """,
+        {
+            "privileges": list(_TABLE_PRIVILEGES),
+            "column_privileges": list(_COLUMN_PRIVILEGES),
+            "base": sql.Identifier(schema, base_name).as_string(conn),
+        },
+    ).fetchall()
+    if not rows:
+        return
+    held = "; ".join(f"{role}: {', '.join(privileges)}" for role, privileges in rows)
+    raise ConfigurationError(
+        f"cannot disable {label}: agent roles could then use the plain table directly, "
+        f"bound to a session or not, because they hold privileges on {schema}.{base_name} "
+        f"({held}; granted to them, to a role they can SET ROLE to, or to PUBLIC). "
+        "Revoke them (cowsync.check_hardening names the grants), or run cowsync.unharden "
+        "first if agents should use the table without a sandbox"
+    )
 
 
 def disable_schema(
