@@ -19,9 +19,11 @@ def _agent_writes_at_the_prompt(
     """While the reviewer reads the summary, the agent writes more to the session."""
 
     def confirm(question: str, default: bool = False) -> bool:
-        with psycopg.connect(dsn, autocommit=True) as agent:
-            with cowsync.session(agent, "agent-run-1", "late"):
-                agent.execute(statement)
+        with (
+            psycopg.connect(dsn, autocommit=True) as agent,
+            cowsync.session(agent, "agent-run-1", "late"),
+        ):
+            agent.execute(statement)
         return answer
 
     monkeypatch.setattr(click, "confirm", confirm)

@@ -11,7 +11,6 @@ even the generated keys must match.
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
