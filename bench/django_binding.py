@@ -9,8 +9,11 @@ Django's cursor (and through the ORM) in these setups, in one run:
 * ``stock``: Django's own PostgreSQL backend, no cowsync involved (the table is the view,
   unbound);
 * ``unbound``: the cowsync backend with no session bound;
-* ``per-statement``: the cowsync backend, bound: ``set_config(..., true)`` travels in
-  front of every statement (what the backend does);
+* ``per-statement``: the cowsync backend, bound: ``set_config(..., true)``, its values as
+  parameters, shares a pipeline with every statement (what the backend does);
+* ``literal-prefix``: what the backend did before, prototyped here: the ``set_config`` with
+  the ids as literals glued in front of the statement in one simple-query message (one
+  round trip, but every backend of the role reads the ids in ``pg_stat_activity``);
 * ``cached-set``: the alternative, prototyped here: ``set_config(..., false)`` once, then
   plain statements while the binding is unchanged (no prefix, but a cache that rollbacks
   can make lie);
@@ -114,6 +117,17 @@ def _run(n: int, rounds: int) -> None:
         cursor.execute(query, [7])
         return cursor.fetchone()
 
+    prefix = (
+        "SELECT pg_catalog.set_config('app.session_id', 'bench', true), "
+        "pg_catalog.set_config('app.operation_id', 'op', true), "
+        "pg_catalog.set_config('app.visible_operations', '', true); "
+    )
+
+    def literal_prefix() -> Any:
+        stock.execute(prefix + query, [7])
+        stock.nextset()
+        return stock.fetchone()
+
     def separate() -> Any:
         with psycopg.Cursor(raw) as plain:
             plain.execute(
@@ -137,6 +151,7 @@ def _run(n: int, rounds: int) -> None:
         "stock (no session)": (unbound, lambda: read(stock)),
         "unbound": (unbound, lambda: read(ours)),
         "per-statement": (lambda: cow_session("bench", "op"), lambda: read(ours)),
+        "literal-prefix": (unbound, literal_prefix),
         "cached-set": (unbound, cached),
         "separate-round-trip": (unbound, separate),
     }

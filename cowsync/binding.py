@@ -6,6 +6,11 @@ Two ways to say "these statements belong to session S":
   previous values on exit.
 * :func:`bind` records the binding in a :class:`contextvars.ContextVar`; pools and
   integrations read it with :func:`current_binding` when they hand out a connection.
+
+Ids never appear in statement text: every statement here sends them as parameters,
+through a server-side-binding cursor whatever the connection's ``cursor_factory``
+(a ``ClientCursor`` would interpolate them), so ``pg_stat_activity.query`` shows
+``set_config($1, $2, $3)`` to every other backend, including those of the same role.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.rows import tuple_row
 
 from .config import DEFAULT_CONFIG, CowConfig, validate_id
 from .errors import ConfigurationError
@@ -61,15 +67,34 @@ def new_session_id() -> str:
     return str(uuid.uuid4())
 
 
+def execute_bound(
+    conn: psycopg.Connection,
+    query: str | bytes,
+    params: list[object] | None = None,
+    *,
+    prepare: bool | None = None,
+) -> Any:
+    """Run ``query`` with ``params`` sent apart from its text; return the first row (a tuple).
+
+    A plain :class:`psycopg.Cursor` binds server-side, so the values never become part
+    of the statement text other backends see in ``pg_stat_activity``, whatever cursor
+    class the connection makes by default (a ``ClientCursor`` would interpolate them).
+    """
+    with psycopg.Cursor(conn, row_factory=tuple_row) as cursor:
+        cursor.execute(query, params, prepare=prepare)
+        return None if cursor.description is None else cursor.fetchone()
+
+
 def read_settings(conn: psycopg.Connection, config: CowConfig = DEFAULT_CONFIG) -> dict[str, str]:
     """The current values of the COW variables on ``conn`` ('' when unset)."""
     names = config.variables
-    row = conn.execute(
+    row = execute_bound(
+        conn,
         "SELECT coalesce(pg_catalog.current_setting(%s, true), ''), "
         "coalesce(pg_catalog.current_setting(%s, true), ''), "
         "coalesce(pg_catalog.current_setting(%s, true), '')",
-        names,
-    ).fetchone()
+        list(names),
+    )
     assert row is not None
     return dict(zip(names, row))
 
@@ -109,7 +134,7 @@ def apply_settings(
     params: list[object] = []
     for name, value in items:
         params.extend((name, value, local))
-    conn.execute(query, params)
+    execute_bound(conn, query, params)
 
 
 def apply_binding(
@@ -121,7 +146,7 @@ def apply_binding(
 ) -> None:
     """Apply ``binding`` (or clear it) on ``conn`` in one round trip."""
     query, params = binding_statement(binding, config, local=local)
-    conn.execute(query, params)
+    execute_bound(conn, query, params)
 
 
 @contextlib.contextmanager
@@ -235,13 +260,14 @@ def execute_committed(
     on client-side for the statement, because a session-level setting made inside a
     borrower's transaction would be undone by its rollback. ``prepare=False``: the
     same text runs at every checkout, and a server-side prepared statement would not
-    survive a transaction pooler. Returns the first row.
+    survive a transaction pooler. The parameters travel apart from the text (see
+    :func:`execute_bound`). Returns the first row, as a tuple.
     """
     previous = conn.autocommit
     if not previous:
         conn.autocommit = True
     try:
-        return conn.execute(query, params, prepare=False).fetchone()
+        return execute_bound(conn, query, params, prepare=False)
     finally:
         if not previous and not conn.closed:
             conn.autocommit = False

@@ -8,11 +8,15 @@ left on the server between transactions: the connection sends
 ``set_config(name, value, true)`` as the first statement of every transaction it
 opens, with this checkout's values ('' when unbound).
 
-Where the statement goes, so that it costs no extra round trip:
+The values travel as parameters, never in the statement's text: another backend,
+even one of the same role, reads ``pg_stat_activity.query`` as
+``SELECT pg_catalog.set_config('app.session_id', $1, true), ...``. Where the statement
+goes, so that it costs no extra round trip:
 
 * a transaction opened by psycopg (``autocommit=False``, ``conn.transaction()``,
-  two-phase commit): ``BEGIN`` and the ``set_config`` travel in one simple-query
-  message, replacing the ``BEGIN`` psycopg would have sent alone;
+  two-phase commit): ``BEGIN`` and the parameterised ``set_config`` go out together
+  in a libpq pipeline (one network flush, one ``Sync``), replacing the ``BEGIN``
+  psycopg would have sent alone;
 * a pipeline: the ``set_config`` is queued before each statement (an autocommit
   pipeline's statements form one implicit transaction up to each sync);
 * a bound ``execute()`` on an autocommit connection outside any transaction: the
@@ -37,15 +41,18 @@ behaviour end to end.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors, generators, pq, sql
 from psycopg.abc import PQGen
-from psycopg.pq.abc import PGresult
+from psycopg.pq.abc import PGconn, PGresult
 
 from ..errors import ConfigurationError
 
@@ -79,26 +86,155 @@ def check_psycopg_support() -> None:
         )
 
 
-def settings_statement(values: Mapping[str, str]) -> sql.Composed:
-    """``SELECT set_config(name, value, true), ...`` with the values as literals.
+@dataclass(frozen=True)
+class LocalSettings:
+    """COW variables to state in a transaction: the names go in the text, the values apart.
 
-    Literals, not parameters: the statement rides in a simple-query message next
-    to ``BEGIN``, which cannot carry parameters. The values are validated ids and
-    setting names, and ``sql.Literal`` quotes them anyway.
+    The statement text depends only on the names (the setting names of a
+    :class:`~cowsync.CowConfig`, validated), so it is the same for every session; the
+    values (session and operation ids) are sent as parameters.
     """
+
+    names: tuple[str, ...]
+    values: tuple[str, ...]
+
+    @classmethod
+    def of(cls, values: Mapping[str, str]) -> LocalSettings:
+        """The settings for ``values`` (setting name -> value)."""
+        return cls(tuple(values), tuple(values.values()))
+
+    @functools.cached_property
+    def query(self) -> bytes:
+        """``SELECT pg_catalog.set_config('name', %s, true), ...`` for a psycopg cursor."""
+        return _settings_query(self.names, False)
+
+    @functools.cached_property
+    def wire_query(self) -> bytes:
+        """The same with ``$1, $2, ...`` placeholders, for libpq's ``send_query_params``."""
+        return _settings_query(self.names, True)
+
+    @property
+    def params(self) -> list[str]:
+        """The values, for a psycopg cursor."""
+        return list(self.values)
+
+    @functools.cached_property
+    def wire_params(self) -> list[bytes]:
+        """The values as text-format parameters for libpq (ids are ASCII, validated)."""
+        return [value.encode() for value in self.values]
+
+
+@functools.lru_cache(maxsize=64)
+def _settings_query(names: tuple[str, ...], numbered: bool) -> bytes:
+    # Setting names are not secret and are validated; sql.Literal quotes them anyway.
     calls = [
-        sql.SQL("pg_catalog.set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
-        for name, value in values.items()
+        sql.SQL("pg_catalog.set_config({}, {}, true)").format(
+            sql.Literal(name), sql.SQL(f"${i}" if numbered else "%s")
+        )
+        for i, name in enumerate(names, start=1)
     ]
-    return sql.SQL("SELECT ") + sql.SQL(", ").join(calls)
+    return (sql.SQL("SELECT ") + sql.SQL(", ").join(calls)).as_bytes(None)
 
 
-@functools.lru_cache(maxsize=1024)
-def _statement_bytes(items: tuple[tuple[str, str], ...]) -> bytes:
-    # Cached: built at every checkout and return, and composing literals is not free.
-    # Names and values are ASCII (validated), so the bytes do not depend on the
-    # connection's encoding.
-    return settings_statement(dict(items)).as_bytes(None)
+def in_one_pipeline(
+    pgconn: PGconn, senders: Sequence[Callable[[], None]]
+) -> PQGen[list[list[PGresult]]]:
+    """Run ``senders`` (each sends one command) in one libpq pipeline; their results.
+
+    One network flush and one ``Sync``: one round trip, as a single simple-query
+    message would be, but each command may carry parameters. After an error the
+    later commands are not run (their result is ``PIPELINE_ABORTED``).
+    """
+    pgconn.enter_pipeline_mode()
+    results: list[list[PGresult]] = []
+    try:
+        sent = 0
+        try:
+            for send in senders:
+                send()
+                sent += 1
+        finally:
+            # Also after a sender failed: what went into the pipeline is run and read, so
+            # the connection leaves pipeline mode clean.
+            pgconn.pipeline_sync()
+            yield from generators.send(pgconn)
+            for _ in range(sent):
+                results.append((yield from generators.fetch_many(pgconn)))
+            yield from generators.fetch_many(pgconn)  # the Sync
+    except BaseException:
+        # Broken mid-way: whatever state libpq is left in, the error is the news.
+        with contextlib.suppress(Exception):
+            pgconn.exit_pipeline_mode()
+        raise
+    pgconn.exit_pipeline_mode()
+    return results
+
+
+def _raise_on_error(results: Sequence[PGresult], encoding: str) -> None:
+    # A command aborted in a pipeline always follows one that failed: report that one.
+    for result in results:
+        if result.status == _FATAL_ERROR:
+            raise errors.error_from_result(result, encoding=encoding)
+
+
+# The private psycopg cursor methods execute_stated relies on.
+_REQUIRED_CURSOR_METHODS = (
+    "_start_query",
+    "_convert_query",
+    "_execute_send",
+    "_check_results",
+    "_set_results",
+)
+
+
+def can_execute_stated() -> bool:
+    """Can :func:`execute_stated` share a pipeline with the statement here?"""
+    return psycopg.Pipeline.is_supported() and all(
+        hasattr(psycopg.Cursor, name) for name in _REQUIRED_CURSOR_METHODS
+    )
+
+
+def execute_stated(
+    cursor: psycopg.Cursor[Any],
+    stated: LocalSettings,
+    query: Any,
+    params: Any = None,
+    *,
+    binary: bool | None = None,
+) -> None:
+    """``cursor.execute(query, params)`` with ``stated`` sent just before it: one round trip.
+
+    Both go out in one libpq pipeline (one flush, one ``Sync``), so in autocommit they
+    share one implicit transaction; the ids are parameters of their own statement,
+    whatever the cursor's binding (a ``ClientCursor`` merges only the statement's own
+    parameters). What psycopg's ``with conn.pipeline():`` would do, without the client
+    CPU its general machinery costs (tens of µs per statement). The statement is
+    sent unprepared, with the extended protocol: one statement, no ``COPY``. Check
+    :func:`can_execute_stated` first.
+    """
+    conn = cursor.connection
+    with conn.lock:
+        conn.wait(_execute_stated_gen(cursor, stated, query, params, binary))
+
+
+def _execute_stated_gen(
+    cursor: psycopg.Cursor[Any], stated: LocalSettings, query: Any, params: Any, binary: bool | None
+) -> PQGen[None]:
+    # Mirrors psycopg's Cursor._execute_gen, with the pipeline around the send.
+    yield from cursor._start_query(query)  # may BEGIN (autocommit=False), as psycopg does
+    pgq = cursor._convert_query(query, params)
+    pgconn = cursor.connection.pgconn
+    stated_results, results = yield from in_one_pipeline(
+        pgconn,
+        [
+            partial(pgconn.send_query_params, stated.wire_query, stated.wire_params),
+            partial(cursor._execute_send, pgq, force_extended=True, binary=binary),
+        ],
+    )
+    _raise_on_error(stated_results, cursor.connection.info.encoding)
+    cursor._check_results(results)
+    cursor._set_results(results)
+    cursor._last_query = query
 
 
 class TransactionLocalConnection(psycopg.Connection[Any]):
@@ -110,8 +246,8 @@ class TransactionLocalConnection(psycopg.Connection[Any]):
     its base class.
     """
 
-    # What to send as the first statement of each transaction (None: nothing yet).
-    _cow_statement: bytes | None = None
+    # What to state as the first statement of each transaction (None: nothing yet).
+    _cow_settings: LocalSettings | None = None
     # True while a checkout holds a session: unwrappable autocommit paths are refused.
     _cow_bound: bool = False
 
@@ -121,10 +257,7 @@ class TransactionLocalConnection(psycopg.Connection[Any]):
         ``None`` stops stating anything. ``bound`` says whether ``values`` hold a
         session (then statements that cannot carry them are refused).
         """
-        if values is None:
-            self._cow_statement = None
-        else:
-            self._cow_statement = _statement_bytes(tuple(values.items()))
+        self._cow_settings = None if values is None else LocalSettings.of(values)
         self._cow_bound = bound and values is not None
 
     # -- cursors: wrap bound autocommit statements in a pipeline -------------------------
@@ -144,30 +277,38 @@ class TransactionLocalConnection(psycopg.Connection[Any]):
     def _exec_command(
         self, command: Any, result_format: pq.Format = pq.Format.TEXT
     ) -> PQGen[PGresult | None]:
-        statement = self._cow_statement
-        if statement is None or command != self._get_tx_start_command():
+        stated = self._cow_settings
+        if stated is None or command != self._get_tx_start_command():
             result: PGresult | None = yield from super()._exec_command(command, result_format)
             return result
         if self._pipeline:
             # Queued, not sent: both go out with the pipeline's next flush.
             yield from super()._exec_command(command, result_format)
-            yield from super()._exec_command(statement, result_format)
+            self._queue_settings(stated)
             return None
-        # One simple-query message, one round trip: "BEGIN ...; SELECT set_config(...)".
         self._check_connection_ok()
-        self.pgconn.send_query(command + b"; " + statement)
-        results: list[PGresult] = yield from generators.execute(self.pgconn)
-        for result in results:
-            if result.status == _FATAL_ERROR:
-                raise errors.error_from_result(result, encoding=self.info.encoding)
-        return results[0]
+        pgconn = self.pgconn
+        settings = partial(pgconn.send_query_params, stated.wire_query, stated.wire_params)
+        if not psycopg.Pipeline.is_supported():  # pragma: no cover - libpq < 14
+            # No pipeline to share: the parameterised statement costs a round trip of its own.
+            begun: PGresult | None = yield from super()._exec_command(command, result_format)
+            settings()
+            _raise_on_error((yield from generators.execute(pgconn)), self.info.encoding)
+            return begun
+        # One flush, one round trip: BEGIN, then set_config with the ids as parameters.
+        begin = partial(pgconn.send_query_params, command, None, result_format=result_format)
+        results = yield from in_one_pipeline(pgconn, [begin, settings])
+        _raise_on_error([result for group in results for result in group], self.info.encoding)
+        return results[0][0]
 
     def _start_query(self) -> PQGen[None]:
-        if self._autocommit and self._cow_statement is not None:
+        stated = self._cow_settings
+        if self._autocommit and stated is not None:
             if self._pipeline:
                 # Each statement of an autocommit pipeline may open the implicit
                 # transaction that lasts to the next sync: state the binding first.
-                yield from self._exec_command(self._cow_statement)
+                self._check_connection_ok()
+                self._queue_settings(stated)
                 return
             if self._cow_bound and self.pgconn.transaction_status == _IDLE:
                 raise ConfigurationError(
@@ -177,6 +318,15 @@ class TransactionLocalConnection(psycopg.Connection[Any]):
                     "use autocommit=False"
                 )
         yield from super()._start_query()
+
+    def _queue_settings(self, stated: LocalSettings) -> None:
+        """Queue the parameterised ``set_config`` in the open pipeline (as psycopg queues BEGIN)."""
+        pipeline = self._pipeline
+        assert pipeline is not None
+        pipeline.command_queue.append(
+            partial(self.pgconn.send_query_params, stated.wire_query, stated.wire_params)
+        )
+        pipeline.result_queue.append(None)
 
 
 class StatingCursor(psycopg.Cursor[Any]):

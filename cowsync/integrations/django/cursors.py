@@ -1,19 +1,24 @@
 """psycopg cursors that carry the bound session with every statement.
 
 Django's PostgreSQL backend builds three kinds of psycopg cursor; each gets a subclass
-here that asks :func:`stating.statement_prefix` before sending anything:
+here that asks :func:`stating.settings_to_state` before sending anything. What it states
+is one ``SELECT pg_catalog.set_config('app.session_id', %s, true), ...`` whose values
+(the ids) are parameters, bound server-side whatever the cursor's own binding: no id is
+ever part of a statement's text, which every backend of the same role can read in
+``pg_stat_activity``.
 
-* :class:`StatingClientCursor` (the default, client-side binding): the prefix and the
-  statement go together in one simple-query message, one round trip. The cursor then
-  moves to the statement's own result, so ``rowcount``, ``fetch*()``, ``description``
-  and ``RETURNING`` are the statement's.
-* :class:`StatingServerBindingCursor` (``OPTIONS={"server_side_binding": True}``): the
-  extended protocol takes one statement per message, so the prefix and the statement
-  share a pipeline: still one round trip, and one implicit transaction.
+* :class:`StatingClientCursor` (the default, client-side binding) and
+  :class:`StatingServerBindingCursor` (``OPTIONS={"server_side_binding": True}``): the
+  ``set_config`` and the statement share a pipeline: one network flush, one round trip,
+  one implicit transaction in autocommit. The statement is its own message, so
+  ``rowcount``, ``fetch*()``, ``description`` and ``RETURNING`` are its own, and the
+  engine reads it alone with ``current_query()``. The extended protocol takes one
+  statement per message: a string holding several statements is stated the way named
+  cursors are (below).
 * :class:`StatingServerSideCursor` (named cursors, ``QuerySet.iterator()``): the
-  ``DECLARE`` cannot be prefixed; the prefix runs just before it in the same transaction
-  (an autocommit connection opens one for the two, and the ``WITH HOLD`` cursor Django
-  declares there outlives it).
+  ``DECLARE`` cannot share a pipeline; the ``set_config`` runs just before it in the same
+  transaction (an autocommit connection opens one for the two, and the ``WITH HOLD``
+  cursor Django declares there outlives it).
 
 ``executemany()``, ``copy()`` and ``stream()`` state the binding the same way as named
 cursors do.
@@ -32,8 +37,10 @@ from django.db.backends.postgresql.base import ServerBindingCursor as DjangoServ
 from psycopg import pq, sql
 
 from ...config import CowConfig
+from ...pool.transaction_local import LocalSettings, can_execute_stated, execute_stated
 from .conf import cow_settings
-from .stating import ignores_conflicts, ignoring_conflicts, statement_prefix
+from .ddl_routing import split_statements
+from .stating import settings_to_state, state_settings
 
 try:  # Django 5.0+ ships a named cursor with client-side binding
     from django.db.backends.postgresql.base import ServerSideCursor as DjangoServerSideCursor
@@ -41,111 +48,87 @@ except ImportError:  # Django 4.2: named cursors bind server-side
     DjangoServerSideCursor = None
 
 _IDLE = pq.TransactionStatus.IDLE
+# libpq has pipelines and psycopg the cursor hooks execute_stated uses.
+_PIPELINED = can_execute_stated()
 
 
 def _config() -> CowConfig:
     return cow_settings().config
 
 
-def _joined(prefix: str, query: Any, cursor: psycopg.Cursor[Any]) -> Any:
-    """``prefix`` followed by ``query`` as one query string, or None if it cannot be glued."""
-    if isinstance(query, str):
-        return prefix + query
-    if isinstance(query, bytes):
-        return prefix.encode() + query
+def _one_statement(query: Any, conn: psycopg.Connection[Any]) -> bool:
+    """Does ``query`` hold a single statement (so that it can share a pipeline)?
+
+    Cheap for the common case (no semicolon at all); otherwise semicolons inside
+    literals and quoted names do not count. A semicolon in a comment counts: wrongly
+    taking one statement for several only costs a round trip.
+    """
     if isinstance(query, sql.Composable):
-        return prefix + query.as_string(cursor)
-    return None
-
-
-def _state_before(cursor: psycopg.Cursor[Any], prefix: str) -> None:
-    """Send ``prefix`` alone, with a plain cursor (it must not be prefixed itself)."""
-    with psycopg.Cursor(cursor.connection) as plain:
-        plain.execute(prefix)
+        query = query.as_string(conn)
+    if isinstance(query, bytes):
+        if b";" not in query:
+            return True
+        query = query.decode(conn.info.encoding, errors="replace")
+    if not isinstance(query, str):
+        return False
+    return ";" not in query or len(split_statements(query)) <= 1
 
 
 @contextlib.contextmanager
-def _stated(cursor: psycopg.Cursor[Any], prefix: str) -> Iterator[None]:
-    """Run the block in a transaction whose first statement is ``prefix``.
+def _stated(cursor: psycopg.Cursor[Any], stated: LocalSettings) -> Iterator[None]:
+    """Run the block in a transaction whose first statement states ``stated``.
 
     An autocommit connection outside a transaction gets a transaction of its own for
-    the block; otherwise the prefix joins the transaction already open.
+    the block; otherwise the statement joins the transaction already open (or the
+    pipeline, and goes out with the block's statements).
     """
     conn = cursor.connection
-    if conn.autocommit and conn.pgconn.transaction_status == _IDLE:
+    if conn.autocommit and conn.pgconn.transaction_status == _IDLE and conn._pipeline is None:
         with conn.transaction():
-            _state_before(cursor, prefix)
+            state_settings(conn, stated)
             yield
     else:
-        _state_before(cursor, prefix)
+        state_settings(conn, stated)
         yield
 
 
 class StatingMixin:
-    """The parts every stating cursor shares: ``executemany``, ``copy`` and ``stream``."""
+    """What every stating cursor shares: ``executemany``, ``copy`` and ``stream``."""
 
     __slots__ = ()
 
     def executemany(self, query: Any, params_seq: Iterable[Any], **kwargs: Any) -> None:
         """``executemany`` with the bound session stated first (one transaction)."""
         cursor: psycopg.Cursor[Any] = self  # type: ignore[assignment]
-        prefix = statement_prefix(cursor.connection, _config())
-        if prefix is None:
+        stated = settings_to_state(cursor.connection, _config())
+        if stated is None:
             super().executemany(query, params_seq, **kwargs)  # type: ignore[misc]
             return
-        with _stated(cursor, prefix):
+        with _stated(cursor, stated):
             super().executemany(query, params_seq, **kwargs)  # type: ignore[misc]
 
     @contextlib.contextmanager
     def copy(self, statement: Any, params: Any = None, **kwargs: Any) -> Iterator[Any]:
         """``copy`` with the bound session stated first (one transaction)."""
         cursor: psycopg.Cursor[Any] = self  # type: ignore[assignment]
-        prefix = statement_prefix(cursor.connection, _config())
-        outer = contextlib.nullcontext() if prefix is None else _stated(cursor, prefix)
+        stated = settings_to_state(cursor.connection, _config())
+        outer = contextlib.nullcontext() if stated is None else _stated(cursor, stated)
         with outer, super().copy(statement, params, **kwargs) as copy:  # type: ignore[misc]
             yield copy
 
     def stream(self, query: Any, params: Any = None, **kwargs: Any) -> Iterator[Any]:
         """``stream`` with the bound session stated first (one transaction)."""
         cursor: psycopg.Cursor[Any] = self  # type: ignore[assignment]
-        prefix = statement_prefix(cursor.connection, _config())
-        if prefix is None:
+        stated = settings_to_state(cursor.connection, _config())
+        if stated is None:
             yield from super().stream(query, params, **kwargs)  # type: ignore[misc]
             return
-        with _stated(cursor, prefix):
+        with _stated(cursor, stated):
             yield from super().stream(query, params, **kwargs)  # type: ignore[misc]
 
 
-class ClientStatingMixin(StatingMixin):
-    """For client-side-binding cursors: bound statements carry their session in-message."""
-
-    __slots__ = ()
-
-    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        """Execute ``query``; when bound, prefixed with the session in the same message."""
-        cursor: psycopg.Cursor[Any] = self  # type: ignore[assignment]
-        conn = cursor.connection
-        prefix = statement_prefix(conn, _config())
-        if prefix is None:
-            return super().execute(query, params, **kwargs)  # type: ignore[misc]
-        joined = _joined(prefix, query, cursor)
-        if joined is None or conn._pipeline is not None:
-            # Not a string we can extend, or pipeline mode (one statement per message).
-            with _stated(cursor, prefix):
-                return super().execute(query, params, **kwargs)  # type: ignore[misc]
-        if ignores_conflicts(joined):
-            # Glued to our prefix, the statement is no longer the lone INSERT the engine
-            # recognises as ON CONFLICT DO NOTHING from its text: say so explicitly, for
-            # this statement only.
-            joined = ignoring_conflicts(prefix, joined)
-        super().execute(joined, params, **kwargs)  # type: ignore[misc]
-        # The cursor stands on the first result (set_config's): move to the statement's.
-        cursor.nextset()
-        return self
-
-
-class ServerBindingStatingMixin(StatingMixin):
-    """For server-side-binding cursors: the session is stated in the same pipeline."""
+class PipelinedStatingMixin(StatingMixin):
+    """For unnamed cursors: the session is stated in the same pipeline as the statement."""
 
     __slots__ = ()
 
@@ -153,17 +136,38 @@ class ServerBindingStatingMixin(StatingMixin):
         """Execute ``query``; when bound, the session is stated first in the same pipeline."""
         cursor: psycopg.Cursor[Any] = self  # type: ignore[assignment]
         conn = cursor.connection
-        prefix = statement_prefix(conn, _config())
-        if prefix is None:
+        stated = settings_to_state(conn, _config())
+        if stated is None:
             return super().execute(query, params, **kwargs)  # type: ignore[misc]
-        if not psycopg.Pipeline.is_supported():  # pragma: no cover - libpq < 14
-            with _stated(cursor, prefix):
+        if (
+            not psycopg.Pipeline.is_supported()  # libpq < 14
+            or conn._pipeline is not None
+            or kwargs.get("prepare")
+            or not _one_statement(query, conn)
+        ):
+            # Already in a pipeline (the two are queued together), or no pipeline to
+            # share: the set_config goes just before, in the same transaction.
+            with _stated(cursor, stated):
                 return super().execute(query, params, **kwargs)  # type: ignore[misc]
+        if _PIPELINED and _executes_as_psycopg(type(self)):
+            execute_stated(cursor, stated, query, params, binary=kwargs.get("binary"))
+            return self
+        # A project's cursor with an execute() of its own: psycopg's pipeline keeps it in
+        # the path (one round trip too, at a higher client CPU cost).
         with conn.pipeline():
-            with psycopg.Cursor(conn) as plain:
-                plain.execute(prefix)
+            state_settings(conn, stated)
             super().execute(query, params, **kwargs)  # type: ignore[misc]
         return self
+
+
+@functools.lru_cache(maxsize=64)
+def _executes_as_psycopg(cls: type[Any]) -> bool:
+    """Is the ``execute`` behind our mixin in ``cls`` psycopg's own (no override to keep)?"""
+    mro = cls.__mro__
+    for klass in mro[mro.index(PipelinedStatingMixin) + 1 :]:
+        if "execute" in vars(klass):
+            return klass is psycopg.Cursor
+    return False
 
 
 class NamedStatingMixin:
@@ -174,20 +178,20 @@ class NamedStatingMixin:
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         """Declare the cursor; when bound, in a transaction that states the session first."""
         cursor: psycopg.Cursor[Any] = self  # type: ignore[assignment]
-        prefix = statement_prefix(cursor.connection, _config())
-        if prefix is None:
+        stated = settings_to_state(cursor.connection, _config())
+        if stated is None:
             return super().execute(query, params, **kwargs)  # type: ignore[misc]
-        with _stated(cursor, prefix):
+        with _stated(cursor, stated):
             return super().execute(query, params, **kwargs)  # type: ignore[misc]
 
 
-class StatingClientCursor(ClientStatingMixin, DjangoCursor):  # type: ignore[misc]
+class StatingClientCursor(PipelinedStatingMixin, DjangoCursor):  # type: ignore[misc]
     """Django's default cursor (client-side binding), stating the bound session."""
 
     __slots__ = ()
 
 
-class StatingServerBindingCursor(ServerBindingStatingMixin, DjangoServerBindingCursor):  # type: ignore[misc]
+class StatingServerBindingCursor(PipelinedStatingMixin, DjangoServerBindingCursor):  # type: ignore[misc]
     """Django's ``server_side_binding`` cursor, stating the bound session."""
 
     __slots__ = ()
@@ -222,11 +226,8 @@ def stating_cursor_factory(factory: type[Any] | None, server_side_binding: bool)
     if issubclass(factory, StatingMixin):
         return factory
     # A project's own cursor class: put the stating behaviour in front of it.
-    mixin = (
-        ClientStatingMixin
-        if issubclass(factory, psycopg.ClientCursor)
-        else ServerBindingStatingMixin
-    )
     return type(
-        f"Stating{factory.__name__}", (mixin, factory), {"__module__": __name__, "__slots__": ()}
+        f"Stating{factory.__name__}",
+        (PipelinedStatingMixin, factory),
+        {"__module__": __name__, "__slots__": ()},
     )

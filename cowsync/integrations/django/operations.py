@@ -1,17 +1,14 @@
-"""Database operations: flush, sequence resets and query logging for enabled tables.
+"""Database operations: flush and sequence resets for enabled tables.
 
 * ``flush`` (``manage.py flush``, ``TransactionTestCase``) truncates an enabled table's
   base; its change store inherits from the base, so the sessions' rows go too.
 * Sequence resets (``loaddata``, ``sqlsequencereset``) read the sequence of the base
   column and the highest key over base and sessions, so new rows never reuse a key a
   session already took.
-* ``connection.queries`` and debug logs show the statement as written, without the
-  ``set_config`` prefix that carries the session.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.db.backends.postgresql.operations import DatabaseOperations as PostgresOperations
@@ -19,10 +16,6 @@ from django.db.backends.postgresql.operations import DatabaseOperations as Postg
 from ...binding import unbound
 from .ddl_routing import qualified_base
 from .relations import RelationMap, enabled_relations
-
-# The prefix stating.statement_prefix puts in front of a bound statement.
-_CALL = r"(?:pg_catalog\.)?set_config\('[^']*', '[^']*', true\)"
-_STATED_PREFIX = re.compile(rf"\ASELECT {_CALL}(?:, {_CALL})*; ")
 
 
 class DatabaseOperations(PostgresOperations):  # type: ignore[misc]
@@ -89,10 +82,3 @@ class DatabaseOperations(PostgresOperations):  # type: ignore[misc]
                 ).replace(f"FROM {view};", f"FROM {qualified_base(relation)};")
             rewritten.append(statement)
         return rewritten
-
-    def last_executed_query(self, cursor: Any, sql: Any, params: Any) -> str | None:
-        """The statement as sent, without the prefix that states the session."""
-        query: str | None = super().last_executed_query(cursor, sql, params)
-        if query is None:
-            return None
-        return _STATED_PREFIX.sub("", query, count=1)

@@ -2,9 +2,14 @@
 
 The backend never leaves a session on the server connection. Every statement sent while
 a binding is active (:func:`cowsync.bind`, :func:`cow_session`, the middleware) carries
-the COW variables itself, as *transaction-local* settings stated just before it:
+the COW variables itself, as *transaction-local* settings stated just before it, in the
+same pipeline (one round trip; see :mod:`.cursors`):
 
-    SELECT set_config('app.session_id', 'S', true), ...; <the statement>
+    SELECT pg_catalog.set_config('app.session_id', $1, true), ...    -- $1 = 'S', apart
+    <the statement>
+
+The ids are parameters, never part of a statement's text: another backend, even one of
+the same login role, reads ``pg_stat_activity.query`` and sees ``$1``, not the session.
 
 Why per statement, not "SET once and remember":
 
@@ -30,17 +35,15 @@ A preview (visible operations) is materialised once per binding and connection w
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import pq
 
-from ...binding import Binding, binding_statement, current_binding
+from ...binding import Binding, binding_statement, current_binding, execute_bound
 from ...config import CowConfig
-from ...pool.transaction_local import settings_statement
-from .ddl_routing import mask_literals
+from ...pool.transaction_local import LocalSettings
 
 _IDLE = pq.TransactionStatus.IDLE
 _INERROR = pq.TransactionStatus.INERROR
@@ -74,26 +77,13 @@ def state_of(conn: psycopg.Connection[Any]) -> ConnectionState:
     return state
 
 
-@functools.lru_cache(maxsize=4096)
-def _prefix(items: tuple[tuple[str, str], ...]) -> str:
-    # Literals, not parameters: the prefix is glued to a statement whose parameters
-    # are the caller's. Names and ids are validated (no quotes, no '%'), and
-    # sql.Literal quotes them anyway.
-    return settings_statement(dict(items)).as_string(None) + "; "
-
-
-def prefix_for(values: dict[str, str]) -> str:
-    """``SELECT set_config(name, value, true), ...; `` for these values (cached)."""
-    return _prefix(tuple(values.items()))
-
-
 def clear_values(config: CowConfig) -> dict[str, str]:
     """The COW variables, all empty (no session)."""
     return dict.fromkeys(config.variables, "")
 
 
-def statement_prefix(conn: psycopg.Connection[Any], config: CowConfig) -> str | None:
-    """What the next statement on ``conn`` must carry, or None when it needs nothing.
+def settings_to_state(conn: psycopg.Connection[Any], config: CowConfig) -> LocalSettings | None:
+    """What the next statement on ``conn`` must state first, or None when it needs nothing.
 
     Call it right before sending a statement; it updates the connection's state.
     """
@@ -109,21 +99,34 @@ def statement_prefix(conn: psycopg.Connection[Any], config: CowConfig) -> str | 
         return None
     if binding is None:
         if state.stated_in_transaction:
-            return prefix_for(clear_values(config))
+            return _settings(tuple(clear_values(config).items()))
         return None
     # Remembered even for an autocommit statement: if it opened a transaction block (a raw
-    # BEGIN after our prefix), the next statement finds it open; otherwise it finds the
+    # BEGIN after our set_config), the next statement finds it open; otherwise it finds the
     # connection idle and forgets.
     state.stated_in_transaction = True
     if binding.visible_operations:
-        return prefix_for(binding_values(conn, binding, config))
-    return _binding_prefix(binding, config)
+        return LocalSettings.of(binding_values(conn, binding, config))
+    return _binding_settings(binding, config)
 
 
 @functools.lru_cache(maxsize=4096)
-def _binding_prefix(binding: Binding, config: CowConfig) -> str:
-    # Per binding, not per statement: a request's statements all reuse one string.
-    return prefix_for(binding.settings(config))
+def _binding_settings(binding: Binding, config: CowConfig) -> LocalSettings:
+    # Per binding, not per statement: a request's statements all reuse one object.
+    return LocalSettings.of(binding.settings(config))
+
+
+@functools.lru_cache(maxsize=64)
+def _settings(items: tuple[tuple[str, str], ...]) -> LocalSettings:
+    return LocalSettings.of(dict(items))
+
+
+def state_settings(conn: psycopg.Connection[Any], stated: LocalSettings) -> None:
+    """Send ``stated`` as its own statement, the values as parameters.
+
+    Inside a pipeline it is queued and goes out with the statement that follows it.
+    """
+    execute_bound(conn, stated.query, stated.params)
 
 
 def binding_values(
@@ -146,51 +149,10 @@ def preview_session(conn: psycopg.Connection[Any], binding: Binding, config: Cow
     if state.preview_binding is binding and state.preview_session is not None:
         return state.preview_session
     query, params = binding_statement(binding, config, local=True)
-    # A plain psycopg cursor: this statement must not be prefixed itself.
-    with psycopg.Cursor(conn) as cursor:
-        cursor.execute(query, params)
-        row = cursor.fetchone()
+    # A plain psycopg cursor: this statement must not state anything itself.
+    row = execute_bound(conn, query, params)
     assert row is not None
     # binding_statement sets the session variable first; set_config returns the value.
     state.preview_binding = binding
     state.preview_session = str(row[0])
     return state.preview_session
-
-
-# The engine's switch for "this statement is INSERT ... ON CONFLICT DO NOTHING".
-IGNORE_CONFLICTS_SETTING = "cowsync.ignore_conflicts"
-_CONFLICT = re.compile("conflict", re.IGNORECASE)
-_INSERT = re.compile(r"\A\s*INSERT\s+INTO\b", re.IGNORECASE)
-_DO_NOTHING = re.compile(r"\bON\s+CONFLICT\s+DO\s+NOTHING\b", re.IGNORECASE)
-
-
-def ignores_conflicts(joined: Any) -> bool:
-    """Is the statement after our prefix one ``INSERT … ON CONFLICT DO NOTHING``?"""
-    if not isinstance(joined, str) or _CONFLICT.search(joined) is None:
-        return False
-    statement = mask_literals(joined.split("; ", 1)[1])
-    return (
-        bool(_INSERT.match(statement))
-        and bool(_DO_NOTHING.search(statement))
-        and ";" not in statement.rstrip().rstrip(";")
-    )
-
-
-def ignoring_conflicts(prefix: str, joined: str) -> str:
-    """``joined`` with the engine's ignore-conflicts switch on for its statement only.
-
-    The switch is transaction-local: it is turned off again right after the statement,
-    in the same message, so the rest of an open transaction is unaffected (and a
-    rollback takes it back with the statement).
-    """
-    statement = joined[len(prefix) :]
-    switch = f"pg_catalog.set_config('{IGNORE_CONFLICTS_SETTING}', %s, true)"
-    return (
-        prefix[: -len("; ")]
-        + ", "
-        + (switch % "'on'")
-        + "; "
-        + statement
-        + "; SELECT "
-        + (switch % "''")
-    )
