@@ -61,7 +61,8 @@ def resolve(conn: psycopg.Connection, table: TableName) -> tuple[str, str, int, 
         row = conn.execute(
             """
             SELECT n.nspname, c.relname, c.oid::int, c.relkind::text
-            FROM unnest(current_schemas(false)) WITH ORDINALITY AS s(name, pos)
+            FROM pg_catalog.unnest(pg_catalog.current_schemas(false))
+                 WITH ORDINALITY AS s(name, pos)
             JOIN pg_namespace n ON n.nspname = s.name
             JOIN pg_class c ON c.relnamespace = n.oid
             WHERE c.relname = %s
@@ -89,7 +90,7 @@ def describe(conn: psycopg.Connection, oid: int) -> TableInfo:
     head = conn.execute(
         """
         SELECT n.nspname, c.relname, c.relkind::text, c.relispartition,
-               pg_get_userbyid(c.relowner), obj_description(c.oid, 'pg_class')
+               pg_catalog.pg_get_userbyid(c.relowner), pg_catalog.obj_description(c.oid, 'pg_class')
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.oid = %s
         """,
@@ -102,9 +103,11 @@ def describe(conn: psycopg.Connection, oid: int) -> TableInfo:
         Column(*row)
         for row in conn.execute(
             """
-            SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                   pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, a.attgenerated::text,
-                   pg_get_serial_sequence(format('%%I.%%I', n.nspname, c.relname), a.attname)
+            SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                   pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attidentity::text,
+                   a.attgenerated::text,
+                   pg_catalog.pg_get_serial_sequence(
+                       pg_catalog.format('%%I.%%I', n.nspname, c.relname), a.attname)
             FROM pg_attribute a
             JOIN pg_class c ON c.oid = a.attrelid
             JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -128,7 +131,7 @@ def describe(conn: psycopg.Connection, oid: int) -> TableInfo:
         r[0]
         for r in conn.execute(
             """
-            SELECT DISTINCT format('%%I.%%I', vn.nspname, v.relname)
+            SELECT DISTINCT pg_catalog.format('%%I.%%I', vn.nspname, v.relname)
             FROM pg_depend d
             JOIN pg_rewrite r ON r.oid = d.objid AND d.classid = 'pg_rewrite'::regclass
             JOIN pg_class v ON v.oid = r.ev_class
@@ -161,19 +164,19 @@ def _key(conn: psycopg.Connection, oid: int) -> tuple[list[str], str | None]:
     rows = conn.execute(
         """
         SELECT i.indisprimary, ic.relname,
-               array_agg(a.attname ORDER BY k.ord) AS cols,
-               bool_and(a.attnotnull) AS all_not_null,
+               pg_catalog.array_agg(a.attname ORDER BY k.ord) AS cols,
+               pg_catalog.bool_and(a.attnotnull) AS all_not_null,
                coalesce(con.conname, ic.relname) AS constraint_name
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
-        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+        CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
         LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
         WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid
           AND i.indpred IS NULL AND i.indexprs IS NULL
           AND k.ord <= i.indnkeyatts
         GROUP BY i.indexrelid, i.indisprimary, ic.relname, con.conname
-        ORDER BY i.indisprimary DESC, count(*), ic.relname
+        ORDER BY i.indisprimary DESC, pg_catalog.count(*), ic.relname
         """,
         (oid,),
     ).fetchall()

@@ -29,9 +29,10 @@ def claim_quiet_session(
     that this transaction registered its operation, so its later writes register
     again what the commit forgets (clearing it needlessly costs one registry probe).
     """
-    reset = ", set_config('cowsync.registered', '', true)" if reset_registration else ""
+    reset = ", pg_catalog.set_config('cowsync.registered', '', true)" if reset_registration else ""
     row = conn.execute(
-        "SELECT pg_try_advisory_xact_lock(hashtextextended('cowsync session ' || %s, 0))" + reset,
+        "SELECT pg_catalog.pg_try_advisory_xact_lock("
+        "pg_catalog.hashtextextended('cowsync session ' || %s, 0))" + reset,
         (session_id,),
     ).fetchone()
     return bool(row and row[0])
@@ -84,8 +85,8 @@ def _whole_session_statement(
             ctes.append(sql.SQL("{} AS ({})").format(done, statement))
             reads[kind].append(
                 sql.SQL(
-                    "(SELECT count(*) FROM {net} WHERE _cow_kind = {kind}), "
-                    "(SELECT count(*) FROM {done})"
+                    "(SELECT pg_catalog.count(*) FROM {net} WHERE _cow_kind = {kind}), "
+                    "(SELECT pg_catalog.count(*) FROM {done})"
                 ).format(net=net, kind=sql.Literal(kind), done=done)
             )
             order[kind].append((t.label, kind))

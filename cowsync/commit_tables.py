@@ -38,7 +38,7 @@ _META = (
 def row_image(t: EnabledTable, alias: str) -> sql.Composed:
     """``alias``'s columns as jsonb, built column by column: what ``to_jsonb`` of the
     base row gives, without copying the change store's own columns first."""
-    return sql.SQL("jsonb_build_object({})").format(
+    return sql.SQL("pg_catalog.jsonb_build_object({})").format(
         sql.SQL(", ").join(
             sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier(alias, c)) for c in t.columns
         )
@@ -67,7 +67,9 @@ def build_net(
     """
     net, params = net_rows(t, ops, watermark)
     before = (
-        sql.SQL("to_jsonb(jsonb_populate_record(NULL::{}, n._cow_before))").format(t.base)
+        sql.SQL(
+            "pg_catalog.to_jsonb(pg_catalog.jsonb_populate_record(NULL::{}, n._cow_before))"
+        ).format(t.base)
         if normalise
         else sql.SQL("n._cow_before")
     )
@@ -103,16 +105,17 @@ def find_conflicts(conn: psycopg.Connection, t: EnabledTable) -> list[Conflict]:
     rows = conn.execute(
         sql.SQL(
             "SELECT n._cow_kind, n._cow_existed, n._cow_deleted, {b_key} IS NOT NULL, "
-            "ARRAY(SELECT e.key FROM jsonb_each(to_jsonb(n.*) - {meta}) AS e "
+            "ARRAY(SELECT e.key FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb(n.*) - {meta}) AS e "
             "      WHERE e.value IS DISTINCT FROM n._cow_before_n -> e.key "
-            "        AND to_jsonb(b.*) -> e.key IS DISTINCT FROM n._cow_before_n -> e.key "
-            "        AND e.value IS DISTINCT FROM to_jsonb(b.*) -> e.key), "
+            "        AND pg_catalog.to_jsonb(b.*) -> e.key"
+            "            IS DISTINCT FROM n._cow_before_n -> e.key "
+            "        AND e.value IS DISTINCT FROM pg_catalog.to_jsonb(b.*) -> e.key), "
             "{n_cols}, {b_cols}, {bf_cols} "
             "FROM {net} AS n LEFT JOIN ONLY {base} AS b ON {match} "
-            "LEFT JOIN LATERAL jsonb_populate_record(NULL::{base}, n._cow_before) AS bf "
+            "LEFT JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::{base}, n._cow_before) AS bf "
             "ON n._cow_before IS NOT NULL "
             "WHERE (n._cow_kind IN ('update', 'delete') "
-            "       AND to_jsonb(b.*) IS DISTINCT FROM n._cow_before_n) "
+            "       AND pg_catalog.to_jsonb(b.*) IS DISTINCT FROM n._cow_before_n) "
             "   OR (n._cow_kind = 'insert' AND {b_key} IS NOT NULL) "
             "ORDER BY {keys}"
         ).format(
@@ -168,7 +171,8 @@ def _merge_rows(conn: psycopg.Connection, t: EnabledTable) -> None:
     value, any other column takes the base's current value."""
     assignments = sql.SQL(", ").join(
         sql.SQL(
-            "{col} = CASE WHEN to_jsonb(n.{col}) IS DISTINCT FROM n._cow_before_n -> {name} "
+            "{col} = CASE WHEN pg_catalog.to_jsonb(n.{col})"
+            " IS DISTINCT FROM n._cow_before_n -> {name} "
             "THEN n.{col} ELSE b.{col} END"
         ).format(col=sql.Identifier(c), name=sql.Literal(c))
         for c in t.columns
@@ -177,7 +181,7 @@ def _merge_rows(conn: psycopg.Connection, t: EnabledTable) -> None:
         sql.SQL(
             "UPDATE {net} AS n SET {assignments} FROM ONLY {base} AS b "
             "WHERE {match} AND n._cow_kind = 'update' "
-            "AND to_jsonb(b.*) IS DISTINCT FROM n._cow_before_n"
+            "AND pg_catalog.to_jsonb(b.*) IS DISTINCT FROM n._cow_before_n"
         ).format(
             net=net_table(t), assignments=assignments, base=t.base, match=t.key_match("b", "n")
         )
@@ -256,7 +260,9 @@ def apply_query(
     # IS NOT DISTINCT FROM, not =: a jsonb = can become a hash-join key the planner
     # computes for every base row.
     guard: sql.Composable = (
-        sql.SQL(" AND to_jsonb(b.*) IS NOT DISTINCT FROM {}").format(sql.Identifier("n", before))
+        sql.SQL(" AND pg_catalog.to_jsonb(b.*) IS NOT DISTINCT FROM {}").format(
+            sql.Identifier("n", before)
+        )
         if before
         else sql.SQL("")
     )
@@ -374,7 +380,7 @@ def settle_session(
             sql.SQL(
                 "UPDATE ONLY {changes} AS c SET _cow_existed = b_row IS NOT NULL, "
                 "_cow_before = b_row "
-                "FROM (SELECT {n_keys}, to_jsonb(b.*) AS b_row FROM {net} AS n "
+                "FROM (SELECT {n_keys}, pg_catalog.to_jsonb(b.*) AS b_row FROM {net} AS n "
                 "      LEFT JOIN ONLY {base} AS b ON {bn_match}) AS n "
                 "WHERE c._cow_session = %(sid)s AND {cn_match}"
             ).format(
@@ -403,7 +409,7 @@ def restore_current(conn: psycopg.Connection, t: EnabledTable, session_id: str) 
             "UPDATE ONLY {changes} AS c SET _cow_current = true "
             "FROM (SELECT {keys}, max(_cow_seq) AS last_seq FROM ONLY {changes} "
             "      WHERE _cow_session = %(sid)s GROUP BY {keys} "
-            "      HAVING NOT bool_or(_cow_current)) AS m "
+            "      HAVING NOT pg_catalog.bool_or(_cow_current)) AS m "
             "WHERE c._cow_session = %(sid)s AND {match} AND c._cow_seq = m.last_seq"
         ).format(changes=t.changes, keys=t.keys(), match=t.key_match("c", "m")),
         {"sid": session_id},
@@ -500,7 +506,7 @@ def apply_guarded(
         return {}
     expected: dict[str, dict[str, int]] = {t.label: {} for t in ordered}
     counts_query = sql.SQL(" UNION ALL ").join(
-        sql.SQL("SELECT {}::text, _cow_kind, count(*) FROM {} GROUP BY 2").format(
+        sql.SQL("SELECT {}::text, _cow_kind, pg_catalog.count(*) FROM {} GROUP BY 2").format(
             sql.Literal(t.label), net_table(t)
         )
         for t in ordered

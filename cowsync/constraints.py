@@ -12,6 +12,30 @@ from dataclasses import dataclass
 
 import psycopg
 
+# An operator as (schema, name): rendered OPERATOR(schema.name), so the comparison is
+# the one the constraint uses whatever the search_path (cowsync.render._operator).
+Operator = tuple[str, str]
+
+# The catalog's operator for an OID, as (schema, name).
+_OPERATOR_NAME_SQL = """
+    (SELECT ARRAY[opn.nspname::text, op.oprname::text] FROM pg_operator op
+     JOIN pg_namespace opn ON opn.oid = op.oprnamespace WHERE op.oid = {oid})
+"""
+
+# The equality operator of each key column of an index (btree strategy 3 of its operator
+# class), as (schema, name).
+_INDEX_EQUALITY_SQL = """
+    ARRAY(SELECT ARRAY[opn.nspname::text, op.oprname::text]
+          FROM generate_series(1, i.indnkeyatts) AS k
+          JOIN pg_opclass oc ON oc.oid = i.indclass[k - 1]
+          JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopstrategy = 3
+                         AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
+                         AND ao.amopmethod = (SELECT oid FROM pg_am WHERE amname = 'btree')
+          JOIN pg_operator op ON op.oid = ao.amopopr
+          JOIN pg_namespace opn ON opn.oid = op.oprnamespace
+          ORDER BY k)
+"""
+
 
 @dataclass(frozen=True)
 class UniqueCheck:
@@ -23,6 +47,7 @@ class UniqueCheck:
     predicate: str | None  # partial index predicate
     nulls_not_distinct: bool
     plain_columns: bool  # every expression is a bare column
+    operators: tuple[Operator, ...] = ()  # each expression's equality operator (its opclass)
 
 
 @dataclass(frozen=True)
@@ -49,6 +74,8 @@ class ForeignKeyOut:
     match_full: bool
     deferrable: bool = False  # pg_constraint.condeferrable
     initially_deferred: bool = False  # pg_constraint.condeferred
+    parent_equals_child: tuple[Operator, ...] = ()  # conpfeqop: parent column = child column
+    child_equals_child: tuple[Operator, ...] = ()  # conffeqop: child column = child column
 
 
 @dataclass(frozen=True)
@@ -67,6 +94,8 @@ class ForeignKeyIn:
     # This table has a CHECK constraint of the same name, which its change store
     # inherits: a constraint trigger there cannot take the foreign key's name.
     name_taken: bool = False
+    parent_equals_child: tuple[Operator, ...] = ()  # conpfeqop: this table's column = child's
+    parent_equals_parent: tuple[Operator, ...] = ()  # conppeqop: this table's column = its own
 
 
 def _relation(conn: psycopg.Connection, oid: int) -> Relation:
@@ -96,7 +125,10 @@ def unique_checks(
                      FROM generate_series(1, i.indnkeyatts) AS k),
                pg_get_expr(i.indpred, i.indrelid),
                coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false),
-               i.indexprs IS NULL
+               i.indexprs IS NULL,
+               """
+        + _INDEX_EQUALITY_SQL
+        + """
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
         LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
@@ -106,10 +138,41 @@ def unique_checks(
         (base_oid,),
     ).fetchall()
     return [
-        UniqueCheck(name, index_name, tuple(exprs), pred, bool(nnd), bool(plain))
-        for index_name, name, exprs, pred, nnd, plain in rows
+        UniqueCheck(
+            name,
+            index_name,
+            tuple(exprs),
+            pred,
+            bool(nnd),
+            bool(plain),
+            tuple((schema, op) for schema, op in operators),
+        )
+        for index_name, name, exprs, pred, nnd, plain, operators in rows
         if name != key_constraint and index_name != key_constraint
     ]
+
+
+def key_operators(
+    conn: psycopg.Connection, base_oid: int, key_constraint: str
+) -> tuple[Operator, ...]:
+    """The equality operator of each row-key column: its index's operator class's."""
+    row = conn.execute(
+        """
+        SELECT """
+        + _INDEX_EQUALITY_SQL
+        + """
+        FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+        WHERE i.indrelid = %s AND (con.conname = %s OR ic.relname = %s)
+        ORDER BY con.conname = %s DESC NULLS LAST
+        LIMIT 1
+        """,
+        (base_oid, key_constraint, key_constraint, key_constraint),
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"no index for key constraint {key_constraint!r}")
+    return tuple((schema, op) for schema, op in row[0])
 
 
 @dataclass(frozen=True)
@@ -202,7 +265,13 @@ def foreign_keys_out(conn: psycopg.Connection, base_oid: int) -> list[ForeignKey
     rows = conn.execute(
         """
         SELECT conname, conkey::int2[], confrelid::int, confkey::int2[], confmatchtype::text,
-               condeferrable, condeferred
+               condeferrable, condeferred,
+               ARRAY(SELECT """
+        + _OPERATOR_NAME_SQL.format(oid="x.oid")
+        + """ FROM unnest(conpfeqop) WITH ORDINALITY AS x(oid, k) ORDER BY x.k),
+               ARRAY(SELECT """
+        + _OPERATOR_NAME_SQL.format(oid="x.oid")
+        + """ FROM unnest(conffeqop) WITH ORDINALITY AS x(oid, k) ORDER BY x.k)
         FROM pg_constraint WHERE contype = 'f' AND conrelid = %s ORDER BY conname
         """,
         (base_oid,),
@@ -216,8 +285,10 @@ def foreign_keys_out(conn: psycopg.Connection, base_oid: int) -> list[ForeignKey
             match == "f",
             deferrable,
             deferred,
+            tuple((schema, op) for schema, op in pf),
+            tuple((schema, op) for schema, op in ff),
         )
-        for name, conkey, parent, confkey, match, deferrable, deferred in rows
+        for name, conkey, parent, confkey, match, deferrable, deferred, pf, ff in rows
     ]
 
 
@@ -231,7 +302,13 @@ def foreign_keys_in(conn: psycopg.Connection, base_oid: int) -> list[ForeignKeyI
                      ORDER BY k.o),
                con.condeferrable, con.condeferred,
                EXISTS (SELECT 1 FROM pg_constraint own WHERE own.conrelid = con.confrelid
-                       AND own.contype = 'c' AND own.conname = con.conname)
+                       AND own.contype = 'c' AND own.conname = con.conname),
+               ARRAY(SELECT """
+        + _OPERATOR_NAME_SQL.format(oid="x.oid")
+        + """ FROM unnest(con.conpfeqop) WITH ORDINALITY AS x(oid, k) ORDER BY x.k),
+               ARRAY(SELECT """
+        + _OPERATOR_NAME_SQL.format(oid="x.oid")
+        + """ FROM unnest(con.conppeqop) WITH ORDINALITY AS x(oid, k) ORDER BY x.k)
         FROM pg_constraint con WHERE con.contype = 'f' AND con.confrelid = %s
         ORDER BY con.conname
         """,
@@ -249,6 +326,8 @@ def foreign_keys_in(conn: psycopg.Connection, base_oid: int) -> list[ForeignKeyI
             deferrable=row[7],
             initially_deferred=row[8],
             name_taken=row[9],
+            parent_equals_child=tuple((schema, op) for schema, op in row[10]),
+            parent_equals_parent=tuple((schema, op) for schema, op in row[11]),
         )
         for row in rows
     ]

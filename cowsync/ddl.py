@@ -179,7 +179,7 @@ def _rename_before_images(
         conn.execute(
             sql.SQL(
                 "UPDATE ONLY {} SET _cow_before = (_cow_before - %(old)s::text) "
-                "|| jsonb_build_object(%(new)s::text, _cow_before -> %(old)s::text) "
+                "|| pg_catalog.jsonb_build_object(%(new)s::text, _cow_before -> %(old)s::text) "
                 "WHERE _cow_before ? %(old)s::text"
             ).format(layout.changes),
             {"old": old, "new": new},
@@ -188,7 +188,7 @@ def _rename_before_images(
         conn.execute(
             sql.SQL(
                 "UPDATE ONLY {changes} AS c SET _cow_before = c._cow_before "
-                "|| jsonb_build_object(%(col)s::text, to_jsonb(b.{col})) "
+                "|| pg_catalog.jsonb_build_object(%(col)s::text, pg_catalog.to_jsonb(b.{col})) "
                 "FROM ONLY {base} AS b WHERE {match} AND c._cow_before IS NOT NULL"
             ).format(
                 changes=layout.changes,
@@ -203,7 +203,7 @@ def _rename_before_images(
     conn.execute(
         sql.SQL(
             "UPDATE ONLY {} SET _cow_before = "
-            "to_jsonb(jsonb_populate_record(NULL::{}, _cow_before)) "
+            "pg_catalog.to_jsonb(pg_catalog.jsonb_populate_record(NULL::{}, _cow_before)) "
             "WHERE _cow_before IS NOT NULL"
         ).format(layout.changes, layout.base)
     )
@@ -229,7 +229,7 @@ def truncate(conn: psycopg.Connection, table: str | tuple[str, str]) -> int:
     schema, view_name, base_name = str(row[1]), str(row[2]), str(row[3])
     _refuse_if_referenced(conn, schema, view_name, base_name)
     session = conn.execute(
-        "SELECT coalesce(current_setting(%s, true), '')", (config.session_variable,)
+        "SELECT coalesce(pg_catalog.current_setting(%s, true), '')", (config.session_variable,)
     ).fetchone()
     if session and session[0]:
         return conn.execute(

@@ -62,7 +62,7 @@ def _revoke_table(
     held = conn.execute(
         """
         SELECT a.privilege_type, a.is_grantable, c.relkind = 'S'
-        FROM pg_class c, aclexplode(c.relacl) a
+        FROM pg_class c, pg_catalog.aclexplode(c.relacl) a
         WHERE c.oid = %s AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)
         """,
         (oid, role),
@@ -105,7 +105,7 @@ def _grant_on_relation(
         r[0]
         for r in conn.execute(
             """
-            SELECT a.privilege_type FROM pg_class c, aclexplode(c.relacl) a
+            SELECT a.privilege_type FROM pg_class c, pg_catalog.aclexplode(c.relacl) a
             WHERE c.oid = %s AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)
             """,
             (_oid(conn, relation), role),
@@ -131,11 +131,20 @@ def harden(
     agent_roles: Iterable[str] = (),
     reviewer_roles: Iterable[str] = (),
     read_requires_session: bool = False,
+    allow_schema_create: bool = False,
 ) -> list[HardeningIssue]:
     """Lock agent roles into sessions on the enabled tables of ``schema``.
 
     Idempotent; undo with :func:`unharden`. Returns what :func:`check_hardening`
     still finds (empty when nothing lets an agent escape).
+
+    Refuses (:class:`ConfigurationError`, naming the schema and the ``REVOKE`` to run)
+    while an agent role can create objects in the schema of an enabled table, in
+    ``schema`` or in ``cowsync``, directly, through a role or through ``PUBLIC``
+    (PostgreSQL 14 and older let ``PUBLIC`` create in ``public``). The engine's own code
+    never calls what is planted there, but the application's triggers and functions on
+    those tables, and its other code, may. ``allow_schema_create=True`` goes ahead
+    anyway; :func:`check_hardening` keeps reporting it.
 
     >>> cowsync.harden(conn, agent_roles=["agent"], reviewer_roles=["reviewer"])  # doctest: +SKIP
     []
@@ -165,6 +174,8 @@ def harden(
                 "ON CONFLICT (role_name) DO UPDATE SET kind = 'reviewer'",
                 (role,),
             )
+        if not allow_schema_create:
+            _refuse_schema_create(conn, schema)
         for name, value in (
             ("hardened", "on"),
             ("read_requires_session", "on" if read_requires_session else "off"),
@@ -315,7 +326,7 @@ def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
             )
         for (reviewer,) in conn.execute(
             "SELECT role_name FROM cowsync.roles WHERE kind = 'reviewer' "
-            "AND pg_has_role(%s, role_name, 'MEMBER')",
+            "AND pg_catalog.pg_has_role(%s, role_name, 'MEMBER')",
             (role,),
         ).fetchall():
             issues.append(
@@ -338,9 +349,10 @@ def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
         for (table,) in conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'cowsync' AND c.relkind = 'r' "
-            "AND (has_table_privilege(%s, c.oid, 'INSERT') OR has_table_privilege(%s, c.oid, "
-            "'UPDATE') OR has_table_privilege(%s, c.oid, 'DELETE') "
-            "OR has_table_privilege(%s, c.oid, 'SELECT'))",
+            "AND (pg_catalog.has_table_privilege(%s, c.oid, 'INSERT') "
+            "OR pg_catalog.has_table_privilege(%s, c.oid, "
+            "'UPDATE') OR pg_catalog.has_table_privilege(%s, c.oid, 'DELETE') "
+            "OR pg_catalog.has_table_privilege(%s, c.oid, 'SELECT'))",
             (role, role, role, role),
         ).fetchall():
             issues.append(
@@ -354,7 +366,7 @@ def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
             "SELECT p.oid::regprocedure::text FROM pg_proc p "
             "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'cowsync' "
             "AND p.proname NOT IN ('current_session', 'is_agent') "
-            "AND has_function_privilege(%s, p.oid, 'EXECUTE')",
+            "AND pg_catalog.has_function_privilege(%s, p.oid, 'EXECUTE')",
             (role,),
         ).fetchall():
             issues.append(
@@ -375,15 +387,16 @@ def _relation_issues(
     name = relation.as_string(conn)
     rows = conn.execute(
         """
-        SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+        SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END,
                a.privilege_type
-        FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+        FROM pg_class c,
+             pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a
         WHERE c.oid = %(rel)s::regclass AND a.privilege_type = ANY(%(forbidden)s)
           AND a.grantee <> c.relowner
-          AND (a.grantee = 0 OR pg_has_role(%(role)s, a.grantee, 'MEMBER'))
+          AND (a.grantee = 0 OR pg_catalog.pg_has_role(%(role)s, a.grantee, 'MEMBER'))
         UNION ALL
-        SELECT pg_get_userbyid(c.relowner), 'OWNER' FROM pg_class c
-        WHERE c.oid = %(rel)s::regclass AND pg_has_role(%(role)s, c.relowner, 'MEMBER')
+        SELECT pg_catalog.pg_get_userbyid(c.relowner), 'OWNER' FROM pg_class c
+        WHERE c.oid = %(rel)s::regclass AND pg_catalog.pg_has_role(%(role)s, c.relowner, 'MEMBER')
         """,
         {"rel": name, "forbidden": list(forbidden), "role": role},
     ).fetchall()
@@ -410,22 +423,48 @@ def _relation_issues(
     return issues
 
 
-def _ownership_issues(
-    conn: psycopg.Connection, role: str, tables: list[EnabledTable]
+def _refuse_schema_create(conn: psycopg.Connection, schema: str) -> None:
+    """Raise while a registered agent role can create objects in (or owns) the schema of
+    an enabled table, ``schema`` or ``cowsync``: the rollback undoes what harden did."""
+    schemas = sorted({t.schema for t in enabled_tables(conn)} | {schema, "cowsync"})
+    agents = [
+        r[0] for r in conn.execute("SELECT role_name FROM cowsync.roles WHERE kind = 'agent'")
+    ]
+    found = []
+    for name in schemas:
+        issues = [issue for role in agents for issue in _schema_issues(conn, role, [name])]
+        if issues:
+            roles = ", ".join(dict.fromkeys(issue.role for issue in issues))
+            fixes = "; ".join(dict.fromkeys(issue.fix for issue in issues))
+            found.append(f"schema {name} (agent roles {roles}; run: {fixes})")
+    if not found:
+        return
+    raise ConfigurationError(
+        "cowsync.harden refuses: agent roles can create objects where enabled tables or the "
+        f"engine live: {'; '.join(found)}. A function or operator planted there runs with "
+        "the rights of whoever calls it by an unqualified name (the application's triggers "
+        "and functions on those tables, for one). Revoke the right, or pass "
+        "allow_schema_create=True to harden anyway (check_hardening keeps reporting it)"
+    )
+
+
+def _schema_issues(
+    conn: psycopg.Connection, role: str, schemas: Iterable[str]
 ) -> list[HardeningIssue]:
-    """Owning (or creating in) the schemas or the database lets a role drop what it cannot
-    touch otherwise."""
+    """Owning or creating objects in ``schemas``, directly, through a role or ``PUBLIC``."""
     issues = []
-    schemas = sorted({t.schema for t in tables} | {"cowsync"})
     for schema in schemas:
         row = conn.execute(
             """
-            SELECT pg_get_userbyid(n.nspowner), pg_has_role(%(role)s, n.nspowner, 'MEMBER'),
+            SELECT pg_catalog.pg_get_userbyid(n.nspowner),
+                   pg_catalog.pg_has_role(%(role)s, n.nspowner, 'MEMBER'),
                    ARRAY(SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
-                                     ELSE pg_get_userbyid(a.grantee) END
-                         FROM aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                                     ELSE pg_catalog.pg_get_userbyid(a.grantee) END
+                         FROM pg_catalog.aclexplode(
+                             coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a
                          WHERE a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner
-                           AND (a.grantee = 0 OR pg_has_role(%(role)s, a.grantee, 'MEMBER')))
+                           AND (a.grantee = 0
+                                OR pg_catalog.pg_has_role(%(role)s, a.grantee, 'MEMBER')))
             FROM pg_namespace n WHERE n.nspname = %(schema)s
             """,
             {"role": role, "schema": schema},
@@ -456,9 +495,19 @@ def _ownership_issues(
                     f"REVOKE CREATE ON SCHEMA {ident} FROM {who}",
                 )
             )
+    return issues
+
+
+def _ownership_issues(
+    conn: psycopg.Connection, role: str, tables: list[EnabledTable]
+) -> list[HardeningIssue]:
+    """Owning (or creating in) the schemas or the database lets a role drop what it cannot
+    touch otherwise."""
+    issues = _schema_issues(conn, role, sorted({t.schema for t in tables} | {"cowsync"}))
     database = conn.execute(
-        "SELECT datname, pg_get_userbyid(datdba), pg_has_role(%s, datdba, 'MEMBER') "
-        "FROM pg_database WHERE datname = current_database()",
+        "SELECT datname, pg_catalog.pg_get_userbyid(datdba), "
+        "pg_catalog.pg_has_role(%s, datdba, 'MEMBER') "
+        "FROM pg_database WHERE datname = pg_catalog.current_database()",
         (role,),
     ).fetchone()
     if database and database[2]:

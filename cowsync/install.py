@@ -27,6 +27,7 @@ from .names import (
     derived_name,
     parse_table_name,
 )
+from .search_path import pinned_search_path
 
 ENGINE_VERSION = 2
 _DEPLOY_LOCK = 0x636F7773  # "cows": serialises deploy/enable/disable across sessions
@@ -76,12 +77,12 @@ class DisableSchemaResult:
 
 
 def _lock(conn: psycopg.Connection) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DEPLOY_LOCK,))
+    conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (_DEPLOY_LOCK,))
 
 
 def installed_version(conn: psycopg.Connection) -> int | None:
     """The engine version installed in this database, or None."""
-    row = conn.execute("SELECT to_regclass('cowsync.engine') IS NOT NULL").fetchone()
+    row = conn.execute("SELECT pg_catalog.to_regclass('cowsync.engine') IS NOT NULL").fetchone()
     if not row or not row[0]:
         return None
     version = conn.execute("SELECT max(version) FROM cowsync.engine").fetchone()
@@ -145,11 +146,12 @@ def deploy(conn: psycopg.Connection, config: CowConfig | None = None) -> DeployR
             if previous == ENGINE_VERSION:
                 return DeployResult(ENGINE_VERSION, previous, changed=False)
         config = config or DEFAULT_CONFIG
-        for version, name in sqlfiles.migrations():
-            if previous is None or version > previous:
-                conn.execute(sqlfiles.read(name))
-        conn.execute(sqlfiles.read("engine_functions.sql"))
-        _install_ddl_guard(conn)
+        with pinned_search_path(conn):
+            for version, name in sqlfiles.migrations():
+                if previous is None or version > previous:
+                    conn.execute(sqlfiles.read(name))
+            conn.execute(sqlfiles.read("engine_functions.sql"))
+            _install_ddl_guard(conn)
         if previous is None:
             conn.cursor().executemany(
                 "INSERT INTO cowsync.settings (name, value) VALUES (%s, %s) "
@@ -215,7 +217,8 @@ def _registry_row(conn: psycopg.Connection, table: TableName) -> tuple[object, .
         ).fetchone()
     return conn.execute(
         """
-        SELECT t.* FROM unnest(current_schemas(false)) WITH ORDINALITY AS s(name, pos)
+        SELECT t.* FROM pg_catalog.unnest(pg_catalog.current_schemas(false))
+                        WITH ORDINALITY AS s(name, pos)
         JOIN cowsync.tables t ON t.schema_name = s.name
         WHERE t.table_name = %s ORDER BY s.pos LIMIT 1
         """,
@@ -233,7 +236,12 @@ def _build_layout(
     key_columns: tuple[str, ...],
     key_constraint: str,
 ) -> render.TableLayout:
-    """Describe an enabled (or being enabled) table from the catalog as it is now."""
+    """Describe an enabled (or being enabled) table from the catalog as it is now.
+
+    Read with the engine's search_path, so the catalog prints every name in constraint
+    and default expressions that is not in pg_catalog schema-qualified: the triggers
+    run them with that search_path.
+    """
     located = catalog.resolve(conn, TableName(schema, base_name))
     if located is None:
         raise CowError(
@@ -241,22 +249,24 @@ def _build_layout(
             "missing; the registry is out of step with the catalog"
         )
     oid = located[2]
-    info = catalog.describe(conn, oid)
-    return render.TableLayout(
-        registry_id=registry_id,
-        schema=schema,
-        view_name=view_name,
-        base_name=base_name,
-        changes_name=changes_name,
-        key_columns=key_columns,
-        key_constraint=key_constraint,
-        columns=tuple(info.columns),
-        uniques=tuple(constraints.unique_checks(conn, oid, key_constraint)),
-        exclusions=tuple(constraints.exclusion_checks(conn, oid)),
-        fks_out=tuple(constraints.foreign_keys_out(conn, oid)),
-        fks_in=tuple(constraints.foreign_keys_in(conn, oid)),
-        hardened=is_hardened(conn),
-    )
+    with pinned_search_path(conn):
+        info = catalog.describe(conn, oid)
+        return render.TableLayout(
+            registry_id=registry_id,
+            schema=schema,
+            view_name=view_name,
+            base_name=base_name,
+            changes_name=changes_name,
+            key_columns=key_columns,
+            key_constraint=key_constraint,
+            columns=tuple(info.columns),
+            uniques=tuple(constraints.unique_checks(conn, oid, key_constraint)),
+            exclusions=tuple(constraints.exclusion_checks(conn, oid)),
+            fks_out=tuple(constraints.foreign_keys_out(conn, oid)),
+            fks_in=tuple(constraints.foreign_keys_in(conn, oid)),
+            hardened=is_hardened(conn),
+            key_operators=constraints.key_operators(conn, oid, key_constraint),
+        )
 
 
 def _layout_from_row(conn: psycopg.Connection, row: tuple[object, ...]) -> render.TableLayout:
@@ -277,9 +287,10 @@ def _refresh_triggers(conn: psycopg.Connection, config: CowConfig) -> None:
     """Re-render every enabled table's trigger: the foreign keys a trigger checks point
     at views or tables depending on what else is enabled."""
     for layout in _layouts(conn):
-        _sync_changes_indexes(conn, layout)
-        conn.execute(render.trigger_function(layout, config))
-        _sync_fk_checks(conn, layout, config)
+        with pinned_search_path(conn):
+            _sync_changes_indexes(conn, layout)
+            conn.execute(render.trigger_function(layout, config))
+            _sync_fk_checks(conn, layout, config)
 
 
 def _sync_changes_indexes(conn: psycopg.Connection, layout: render.TableLayout) -> None:
@@ -313,7 +324,7 @@ def _sync_fk_checks(
     function = render.fk_check_function_name(layout.registry_id)
     existing = conn.execute(
         "SELECT t.tgname, t.tgargs FROM pg_trigger t "
-        "WHERE t.tgrelid = %s::regclass AND t.tgfoid = to_regprocedure(%s)",
+        "WHERE t.tgrelid = %s::regclass AND t.tgfoid = pg_catalog.to_regprocedure(%s)",
         (layout.changes.as_string(conn), function.as_string(conn) + "()"),
     ).fetchall()
     kept = set()
@@ -474,13 +485,22 @@ def _install_table_objects(
 ) -> None:
     """Create (or, on upgrade, recreate) the view and its trigger.
 
-    Recreating keeps what the view carried: its grants, comments and owner.
+    Recreating keeps what the view carried: its grants, comments and owner. Everything
+    is created with the engine's search_path (nothing it parses can resolve to an object
+    a role planted in another schema).
     """
+    with pinned_search_path(conn):
+        _install_table_objects_pinned(conn, layout, config, replace)
+
+
+def _install_table_objects_pinned(
+    conn: psycopg.Connection, layout: render.TableLayout, config: CowConfig, replace: bool
+) -> None:
     decorations: _Decorations | None = None
     owner: str | None = None
     if replace:
         found = conn.execute(
-            "SELECT c.oid::int, pg_get_userbyid(c.relowner) FROM pg_class c "
+            "SELECT c.oid::int, pg_catalog.pg_get_userbyid(c.relowner) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
             (layout.schema, layout.view_name),
         ).fetchone()
@@ -515,18 +535,18 @@ class _Decorations:
 def _read_decorations(conn: psycopg.Connection, oid: int) -> _Decorations:
     grants = conn.execute(
         """
-        SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END,
+        SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee) END,
                a.privilege_type, a.is_grantable
-        FROM pg_class c, aclexplode(c.relacl) a
+        FROM pg_class c, pg_catalog.aclexplode(c.relacl) a
         WHERE c.oid = %s AND a.grantee <> c.relowner
         """,
         (oid,),
     ).fetchall()
     comments = conn.execute(
         """
-        SELECT NULL::text, obj_description(%(oid)s, 'pg_class')
+        SELECT NULL::text, pg_catalog.obj_description(%(oid)s, 'pg_class')
         UNION ALL
-        SELECT a.attname::text, col_description(%(oid)s, a.attnum)
+        SELECT a.attname::text, pg_catalog.col_description(%(oid)s, a.attnum)
         FROM pg_attribute a WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
         """,
         {"oid": oid},
@@ -534,9 +554,9 @@ def _read_decorations(conn: psycopg.Connection, oid: int) -> _Decorations:
     column_grants = conn.execute(
         """
         SELECT a.attname::text,
-               CASE WHEN g.grantee = 0 THEN NULL ELSE pg_get_userbyid(g.grantee) END,
+               CASE WHEN g.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(g.grantee) END,
                g.privilege_type, g.is_grantable
-        FROM pg_attribute a, aclexplode(a.attacl) g
+        FROM pg_attribute a, pg_catalog.aclexplode(a.attacl) g
         WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
         """,
         (oid,),
@@ -617,7 +637,7 @@ def enable_schema(
         ours = {
             r[0]
             for r in conn.execute(
-                "SELECT unnest(ARRAY[base_name, changes_name]) FROM cowsync.tables "
+                "SELECT pg_catalog.unnest(ARRAY[base_name, changes_name]) FROM cowsync.tables "
                 "WHERE schema_name = %s",
                 (schema,),
             )
@@ -660,7 +680,8 @@ def _pending(conn: psycopg.Connection, changes: sql.Identifier) -> list[str]:
     rows = conn.execute(
         sql.SQL(
             "SELECT DISTINCT _cow_session FROM ONLY {} WHERE _cow_current "
-            "AND (_cow_existed OR NOT _cow_deleted) AND strpos(_cow_session, '~') = 0 ORDER BY 1"
+            "AND (_cow_existed OR NOT _cow_deleted) AND pg_catalog.strpos(_cow_session, '~') = 0 "
+            "ORDER BY 1"
         ).format(changes)
     ).fetchall()
     return [r[0] for r in rows]
@@ -762,10 +783,10 @@ def _refuse_if_agents_reach_base(
                 JOIN pg_catalog.pg_roles ar ON ar.rolname = a.role_name
                 WHERE a.kind = 'agent' AND pg_catalog.pg_has_role(r.oid, ar.oid, 'MEMBER'))
         )
-        SELECT l.rolname::text, array_agg(DISTINCT p.privilege ORDER BY p.privilege)
+        SELECT l.rolname::text, pg_catalog.array_agg(DISTINCT p.privilege ORDER BY p.privilege)
         FROM agent_logins l
         JOIN pg_catalog.pg_roles g ON pg_catalog.pg_has_role(l.oid, g.oid, 'MEMBER')
-        CROSS JOIN unnest(%(privileges)s::text[]) AS p(privilege)
+        CROSS JOIN pg_catalog.unnest(%(privileges)s::text[]) AS p(privilege)
         WHERE CASE WHEN p.privilege = ANY(%(column_privileges)s::text[])
                    THEN pg_catalog.has_any_column_privilege(g.oid, %(base)s::regclass,
                                                             p.privilege)
@@ -821,9 +842,9 @@ def _status_row(conn: psycopg.Connection, row: tuple[object, ...]) -> TableStatu
     _id, schema, name, base, changes, mode, keys, _constraint, version = row[:9]
     counts = conn.execute(
         sql.SQL(
-            "SELECT count(DISTINCT _cow_session), count(*) FROM ONLY {} "
+            "SELECT pg_catalog.count(DISTINCT _cow_session), pg_catalog.count(*) FROM ONLY {} "
             "WHERE _cow_current AND (_cow_existed OR NOT _cow_deleted) "
-            "AND strpos(_cow_session, '~') = 0"
+            "AND pg_catalog.strpos(_cow_session, '~') = 0"
         ).format(sql.Identifier(str(schema), str(changes)))
     ).fetchone()
     assert counts is not None

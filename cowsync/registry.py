@@ -64,7 +64,7 @@ def _idents(names: Iterable[str], prefix: str | None) -> sql.Composed:
 
 
 def require_engine(conn: psycopg.Connection) -> None:
-    row = conn.execute("SELECT to_regclass('cowsync.tables') IS NOT NULL").fetchone()
+    row = conn.execute("SELECT pg_catalog.to_regclass('cowsync.tables') IS NOT NULL").fetchone()
     if not row or not row[0]:
         raise NotDeployedError(
             "cowsync is not deployed in this database: call cowsync.deploy(conn)"
@@ -82,8 +82,9 @@ def enabled_tables(
     rows = conn.execute(
         """
         SELECT t.id, t.schema_name, t.table_name, t.base_name, t.changes_name, t.key_columns,
-               array_agg(a.attname::text ORDER BY a.attnum),
-               array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attidentity = 'a')
+               pg_catalog.array_agg(a.attname::text ORDER BY a.attnum),
+               pg_catalog.array_agg(a.attname::text ORDER BY a.attnum)
+                   FILTER (WHERE a.attidentity = 'a')
         FROM cowsync.tables t
         JOIN pg_namespace n ON n.nspname = t.schema_name
         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.base_name
@@ -98,7 +99,9 @@ def enabled_tables(
     ]
     if tables is None:
         return found
-    search_path = [r[0] for r in conn.execute("SELECT unnest(current_schemas(false))")]
+    search_path = [
+        r[0] for r in conn.execute("SELECT pg_catalog.unnest(pg_catalog.current_schemas(false))")
+    ]
     chosen: list[EnabledTable] = []
     for raw in tables:
         name = parse_table_name(raw)
@@ -149,10 +152,12 @@ def foreign_keys(conn: psycopg.Connection, tables: list[EnabledTable]) -> list[F
     rows = conn.execute(
         """
         SELECT cn.nspname, cc.relname, pn.nspname, pc.relname, con.conname,
-               ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
+               ARRAY(SELECT a.attname::text
+                     FROM pg_catalog.unnest(con.conkey) WITH ORDINALITY k(n, o)
                      JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n
                      ORDER BY k.o),
-               ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, o)
+               ARRAY(SELECT a.attname::text
+                     FROM pg_catalog.unnest(con.confkey) WITH ORDINALITY k(n, o)
                      JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n
                      ORDER BY k.o),
                con.confdeltype::text

@@ -16,7 +16,17 @@ from psycopg import sql
 from . import sqlfiles
 from .catalog import Column
 from .config import CowConfig
-from .constraints import ExclusionCheck, ForeignKeyIn, ForeignKeyOut, Relation, UniqueCheck
+from .constraints import (
+    ExclusionCheck,
+    ForeignKeyIn,
+    ForeignKeyOut,
+    Operator,
+    Relation,
+    UniqueCheck,
+)
+from .search_path import ENGINE_SEARCH_PATH, base_search_path
+
+_OPERATOR_NAME = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,7 @@ class TableLayout:
     fks_out: tuple[ForeignKeyOut, ...] = ()
     fks_in: tuple[ForeignKeyIn, ...] = ()
     hardened: bool = False
+    key_operators: tuple[Operator, ...] = ()  # each key column's equality operator
 
     @property
     def view(self) -> sql.Identifier:
@@ -75,10 +86,72 @@ def _ident_list(names: list[str] | tuple[str, ...], prefix: str | None = None) -
     return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
 
 
-def _key_equals(left: str, right: str, keys: tuple[str, ...]) -> sql.Composed:
-    return sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k)) for k in keys
+# Comparisons of table values name their operator schema-qualified, the one the
+# constraint itself uses (its index's operator class, pg_constraint's for foreign
+# keys): the functions run with search_path pg_catalog, pg_temp, which holds neither
+# look-alikes nor the operators of types from other schemas (citext, ...).
+
+
+def _operator(schema: str, name: str) -> sql.Composed:
+    """``OPERATOR(schema.op)``: the constraint's own operator whatever the search_path."""
+    if not _OPERATOR_NAME.fullmatch(name):  # catalog text, but it is spliced in raw
+        raise ValueError(f"unexpected operator name {name!r}")
+    return sql.SQL("OPERATOR({}.{})").format(sql.Identifier(schema), sql.SQL(name))
+
+
+def _equal(left: sql.Composable, op: Operator, right: sql.Composable) -> sql.Composed:
+    return sql.SQL("{} {} {}").format(left, _operator(*op), right)
+
+
+def _same(left: sql.Composable, op: Operator, right: sql.Composable) -> sql.Composed:
+    """``left IS NOT DISTINCT FROM right`` with ``op``: true or false, never NULL."""
+    return sql.SQL("coalesce({} {} {}, {} IS NULL AND {} IS NULL)").format(
+        left, _operator(*op), right, left, right
     )
+
+
+def _all_equal(
+    left: str,
+    left_columns: tuple[str, ...],
+    right: str,
+    right_columns: tuple[str, ...],
+    ops: tuple[Operator, ...],
+) -> sql.Composed:
+    """``left.a = right.x AND ...`` column by column, with each column's operator."""
+    if len(ops) != len(left_columns) or len(ops) != len(right_columns):
+        raise ValueError("one operator per compared column is needed")
+    return sql.SQL(" AND ").join(
+        _equal(sql.Identifier(left, lc), op, sql.Identifier(right, rc))
+        for lc, op, rc in zip(left_columns, ops, right_columns)
+    )
+
+
+def _rows_differ(
+    left: str,
+    left_columns: tuple[str, ...],
+    right: str,
+    right_columns: tuple[str, ...],
+    ops: tuple[Operator, ...],
+) -> sql.Composed:
+    """``ROW(left...) IS DISTINCT FROM ROW(right...)`` with each column's operator."""
+    if len(ops) != len(left_columns) or len(ops) != len(right_columns):
+        raise ValueError("one operator per compared column is needed")
+    return sql.SQL("NOT ({})").format(
+        sql.SQL(" AND ").join(
+            _same(sql.Identifier(left, lc), op, sql.Identifier(right, rc))
+            for lc, op, rc in zip(left_columns, ops, right_columns)
+        )
+    )
+
+
+def _key_equals(layout: TableLayout, left: str, right: str) -> sql.Composed:
+    keys = layout.key_columns
+    return _all_equal(left, keys, right, keys, layout.key_operators)
+
+
+def _keys_differ(layout: TableLayout, left: str, right: str) -> sql.Composed:
+    keys = layout.key_columns
+    return _rows_differ(left, keys, right, keys, layout.key_operators)
 
 
 def _index_name(layout: TableLayout, suffix: str) -> sql.Identifier:
@@ -169,9 +242,9 @@ def view(layout: TableLayout, config: CowConfig) -> sql.Composed:
         session_expr=(
             sql.SQL("(SELECT cowsync.current_session({}))")
             if layout.hardened
-            else sql.SQL("current_setting({}, true)")
+            else sql.SQL("pg_catalog.current_setting({}, true)")
         ).format(sql.Literal(config.session_variable)),
-        c_key_equals_b=_key_equals("_cow_c", "_cow_b", layout.key_columns),
+        c_key_equals_b=_key_equals(layout, "_cow_c", "_cow_b"),
     )
 
 
@@ -180,7 +253,7 @@ def view_defaults(layout: TableLayout) -> list[sql.Composed]:
     statements = []
     for column in layout.columns:
         if column.identity and column.serial_sequence:
-            default: sql.Composable = sql.SQL("nextval({}::regclass)").format(
+            default: sql.Composable = sql.SQL("pg_catalog.nextval({}::regclass)").format(
                 sql.Literal(column.serial_sequence)
             )
         elif column.default_sql is not None and not column.generated:
@@ -216,7 +289,7 @@ def _put(
         existed=sql.SQL(existed),
         before=sql.SQL(before),
         history_constraint=_index_name(layout, "history"),
-        c_key_equals_row=_key_equals("_cow_c", row, layout.key_columns),
+        c_key_equals_row=_key_equals(layout, "_cow_c", row),
     )
 
 
@@ -226,9 +299,10 @@ def _raise_duplicate(layout: TableLayout, row: str) -> sql.Composed:
     )
     return sql.SQL(
         "RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
-        "MESSAGE = format('duplicate key value violates unique constraint \"%s\"', {constraint}), "
-        "DETAIL = format('Key (%s)=(%s) already exists.', {key_names}, "
-        "concat_ws(', ', {key_text})), "
+        "MESSAGE = pg_catalog.format('duplicate key value violates unique constraint \"%s\"', "
+        "{constraint}), "
+        "DETAIL = pg_catalog.format('Key (%s)=(%s) already exists.', {key_names}, "
+        "pg_catalog.concat_ws(', ', {key_text})), "
         "CONSTRAINT = {constraint}, TABLE = {table}, SCHEMA = {schema};"
     ).format(
         constraint=sql.Literal(layout.key_constraint),
@@ -240,7 +314,7 @@ def _raise_duplicate(layout: TableLayout, row: str) -> sql.Composed:
 
 
 def _values_text(row: str, columns: tuple[str, ...]) -> sql.Composable:
-    return sql.SQL("concat_ws(', ', {})").format(
+    return sql.SQL("pg_catalog.concat_ws(', ', {})").format(
         sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(row, c)) for c in columns)
     )
 
@@ -273,17 +347,17 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, skip: bool) -> sql.Co
     it skips the row instead.
     """
     n = len(check.expressions)
+    if len(check.operators) != n:
+        raise ValueError(f"no equality operator for every column of index {check.index_name}")
     fields = [sql.Identifier("_cow_v_row", f"u{i}") for i in range(n)]
-    compare = "IS NOT DISTINCT FROM" if check.nulls_not_distinct else "="
+    compare = _same if check.nulls_not_distinct else _equal
+    existing: list[sql.Composable] = [
+        sql.Identifier("_cow_u", e) if check.plain_columns else sql.SQL("({})").format(sql.SQL(e))
+        for e in check.expressions
+    ]
     matches = sql.SQL(" AND ").join(
-        sql.SQL("({}) {} {}").format(sql.SQL(expr), sql.SQL(compare), field)
-        for expr, field in zip(check.expressions, fields)
+        compare(value, op, field) for value, op, field in zip(existing, check.operators, fields)
     )
-    if check.plain_columns:
-        matches = sql.SQL(" AND ").join(
-            sql.SQL("{} {} {}").format(sql.Identifier("_cow_u", col), sql.SQL(compare), field)
-            for col, field in zip(check.expressions, fields)
-        )
     not_null: sql.Composable = sql.SQL("")
     if not check.nulls_not_distinct:
         not_null = sql.SQL("").join(
@@ -297,18 +371,16 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, skip: bool) -> sql.Co
     )
     exclude: sql.Composable = sql.SQL("")
     if not skip:
-        exclude = sql.SQL(" AND ROW({}) IS DISTINCT FROM ROW({})").format(
-            _ident_list(layout.key_columns, "_cow_u"), _ident_list(layout.key_columns, "new")
-        )
-    values = sql.SQL("concat_ws(', ', {})").format(
+        exclude = sql.SQL(" AND {}").format(_keys_differ(layout, "_cow_u", "new"))
+    values = sql.SQL("pg_catalog.concat_ws(', ', {})").format(
         sql.SQL(", ").join(sql.SQL("{}::text").format(f) for f in fields)
     )
     error = _raise(
         "unique_violation",
-        sql.SQL("format('duplicate key value violates unique constraint \"%s\"', {})").format(
-            sql.Literal(check.name)
-        ),
-        sql.SQL("format('Key (%s)=(%s) already exists.', {}, {})").format(
+        sql.SQL(
+            "pg_catalog.format('duplicate key value violates unique constraint \"%s\"', {})"
+        ).format(sql.Literal(check.name)),
+        sql.SQL("pg_catalog.format('Key (%s)=(%s) already exists.', {}, {})").format(
             sql.Literal(", ".join(check.expressions)), values
         ),
         check.name,
@@ -361,16 +433,6 @@ def _exclusion_index(layout: TableLayout, check: ExclusionCheck) -> tuple[str, s
         sql.SQL(" WHERE {}").format(sql.SQL(check.predicate)) if check.predicate else sql.SQL(""),
     )
     return _named_index(layout, "x", definition)
-
-
-_OPERATOR_NAME = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
-
-
-def _operator(schema: str, name: str) -> sql.Composed:
-    """``OPERATOR(schema.op)``: the constraint's own operator whatever the search_path."""
-    if not _OPERATOR_NAME.fullmatch(name):  # catalog text, but it is spliced in raw
-        raise ValueError(f"unexpected operator name {name!r}")
-    return sql.SQL("OPERATOR({}.{})").format(sql.Identifier(schema), sql.SQL(name))
 
 
 def _exclusion_check(
@@ -427,7 +489,7 @@ def _exclusion_check(
         ).format(view=layout.view, conflicts=conflicts)
     else:
         names = sql.Literal(", ".join(check.expressions))
-        written = sql.SQL("concat_ws(', ', {})").format(
+        written = sql.SQL("pg_catalog.concat_ws(', ', {})").format(
             sql.SQL(", ").join(sql.SQL("{}::text").format(f) for f in fields)
         )
         # A deferred check (row is the change-store row) fires for every write; the
@@ -441,15 +503,17 @@ def _exclusion_check(
             ).format(
                 changes=layout.changes,
                 row=sql.Identifier(row),
-                s_key_equals_x=_key_equals("_cow_s", "_cow_x", layout.key_columns),
+                s_key_equals_x=_key_equals(layout, "_cow_s", "_cow_x"),
             )
         error = _raise(
             "exclusion_violation",
             sql.SQL(
-                "format('conflicting key value violates exclusion constraint \"%s\"', {})"
+                "pg_catalog.format('conflicting key value violates exclusion constraint "
+                '"%s"\', {})'
             ).format(sql.Literal(check.name)),
             sql.SQL(
-                "format('Key (%s)=(%s) conflicts with existing key (%s)=(%s).', {names}, "
+                "pg_catalog.format('Key (%s)=(%s) conflicts with existing key (%s)=(%s).', "
+                "{names}, "
                 "CASE WHEN _cow_v_later THEN _cow_v_clash ELSE {written} END, {names}, "
                 "CASE WHEN _cow_v_later THEN {written} ELSE _cow_v_clash END)"
             ).format(names=names, written=written),
@@ -461,9 +525,10 @@ def _exclusion_check(
             "    _cow_v_clash text;\n"
             "    _cow_v_later boolean;\n"
             "BEGIN\n"
-            "    SELECT concat_ws(', ', {existing}), {later} INTO _cow_v_clash, _cow_v_later\n"
+            "    SELECT pg_catalog.concat_ws(', ', {existing}), {later}\n"
+            "        INTO _cow_v_clash, _cow_v_later\n"
             "        FROM {view} AS _cow_x\n"
-            "        WHERE {conflicts} AND ROW({x_keys}) IS DISTINCT FROM ROW({new_keys})\n"
+            "        WHERE {conflicts} AND {keys_differ}\n"
             "        LIMIT 1;\n"
             "    IF FOUND THEN {error} END IF;\n"
             "END;"
@@ -472,8 +537,7 @@ def _exclusion_check(
             later=later,
             view=layout.view,
             conflicts=conflicts,
-            x_keys=_ident_list(layout.key_columns, "_cow_x"),
-            new_keys=_ident_list(layout.key_columns, row),
+            keys_differ=_keys_differ(layout, "_cow_x", row),
             error=error,
         )
     return sql.SQL(
@@ -501,20 +565,20 @@ def _all_present(row: str, columns: tuple[str, ...]) -> sql.Composed:
 def _child_violation_message(layout: TableLayout, fk: ForeignKeyOut) -> sql.Composed:
     """PostgreSQL's message for a child row that breaks ``fk``, as a SQL expression."""
     return sql.SQL(
-        'format(\'insert or update on table "%s" violates foreign key constraint "%s"\', {}, {})'
+        "pg_catalog.format("
+        '\'insert or update on table "%s" violates foreign key constraint "%s"\', {}, {})'
     ).format(sql.Literal(layout.view_name), sql.Literal(fk.name))
 
 
 def _fk_out_probe(layout: TableLayout, fk: ForeignKeyOut, row: str) -> sql.Composed:
     """Raise 23503 unless the parent that ``row`` references is visible to the session."""
-    match = sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(sql.Identifier("_cow_p", pc), sql.Identifier(row, c))
-        for c, pc in zip(fk.columns, fk.parent_columns)
-    )
+    match = _all_equal("_cow_p", fk.parent_columns, row, fk.columns, fk.parent_equals_child)
     error = _raise(
         "foreign_key_violation",
         _child_violation_message(layout, fk),
-        sql.SQL("format('Key (%s)=(%s) is not present in table \"%s\".', {}, {}, {})").format(
+        sql.SQL(
+            "pg_catalog.format('Key (%s)=(%s) is not present in table \"%s\".', {}, {}, {})"
+        ).format(
             sql.Literal(", ".join(fk.columns)),
             _values_text(row, fk.columns),
             sql.Literal(fk.parent.label),
@@ -553,8 +617,8 @@ def _fk_out_check(layout: TableLayout, fk: ForeignKeyOut, only_if_changed: bool)
     present = _all_present("new", fk.columns)
     condition: sql.Composable = present
     if only_if_changed:
-        condition = sql.SQL("ROW({}) IS DISTINCT FROM ROW({}) AND {}").format(
-            _ident_list(fk.columns, "new"), _ident_list(fk.columns, "old"), present
+        condition = sql.SQL("{} AND {}").format(
+            _rows_differ("new", fk.columns, "old", fk.columns, fk.child_equals_child), present
         )
     return sql.SQL("{}\nIF {} THEN\n{}\nEND IF;").format(
         _fk_out_mixed_nulls(layout, fk, "new"), condition, _fk_out_probe(layout, fk, "new")
@@ -563,17 +627,10 @@ def _fk_out_check(layout: TableLayout, fk: ForeignKeyOut, only_if_changed: bool)
 
 def _referencing(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composable:
     """Rows of the child (as the session sees it) that reference OLD."""
-    match = sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(sql.Identifier("_cow_ch", cc), sql.Identifier("old", pc))
-        for cc, pc in zip(fk.child_columns, fk.columns)
-    )
+    match = _all_equal("old", fk.columns, "_cow_ch", fk.child_columns, fk.parent_equals_child)
     if fk.child.schema == layout.schema and fk.child.name == layout.view_name:
         # A self-reference: the row being changed does not block itself.
-        match = sql.SQL("{} AND ROW({}) IS DISTINCT FROM ROW({})").format(
-            match,
-            _ident_list(layout.key_columns, "_cow_ch"),
-            _ident_list(layout.key_columns, "old"),
-        )
+        match = sql.SQL("{} AND {}").format(match, _keys_differ(layout, "_cow_ch", "old"))
     return match
 
 
@@ -582,11 +639,11 @@ def _fk_in_error(layout: TableLayout, fk: ForeignKeyIn, row: str) -> sql.Compose
     return _raise(
         "foreign_key_violation",
         sql.SQL(
-            'format(\'update or delete on table "%s" violates foreign key constraint '
+            'pg_catalog.format(\'update or delete on table "%s" violates foreign key constraint '
             '"%s" on table "%s"\', {}, {}, {})'
         ).format(sql.Literal(layout.view_name), sql.Literal(fk.name), sql.Literal(fk.child.label)),
         sql.SQL(
-            "format('Key (%s)=(%s) is still referenced from table \"%s\".', {}, {}, {})"
+            "pg_catalog.format('Key (%s)=(%s) is still referenced from table \"%s\".', {}, {}, {})"
         ).format(
             sql.Literal(", ".join(fk.columns)),
             _values_text(row, fk.columns),
@@ -715,7 +772,7 @@ def _deferred_exclusion(layout: TableLayout, check: ExclusionCheck) -> sql.Compo
         "END IF;"
     ).format(
         changes=layout.changes,
-        c_key_equals_new=_key_equals("_cow_c", "new", layout.key_columns),
+        c_key_equals_new=_key_equals(layout, "_cow_c", "new"),
         check=_exclusion_check(layout, check, False, "_cow_v_cur"),
     )
 
@@ -740,7 +797,7 @@ def _deferred_out(layout: TableLayout, fk: ForeignKeyOut) -> sql.Composed:
         "END IF;"
     ).format(
         changes=layout.changes,
-        c_key_equals_new=_key_equals("_cow_c", "new", layout.key_columns),
+        c_key_equals_new=_key_equals(layout, "_cow_c", "new"),
         mixed=_fk_out_mixed_nulls(layout, fk, "_cow_v_row"),
         present=_all_present("_cow_v_row", fk.columns),
         probe=_fk_out_probe(layout, fk, "_cow_v_row"),
@@ -750,14 +807,8 @@ def _deferred_out(layout: TableLayout, fk: ForeignKeyOut) -> sql.Composed:
 def _still_referenced(layout: TableLayout, fk: ForeignKeyIn, row: str) -> sql.Composed:
     """Raise 23503 when no row the session sees holds the referenced value in ``row``
     any more (it may have come back, as on a table) but a child still references it."""
-    parent_match = sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(sql.Identifier("_cow_p", c), sql.Identifier(row, c))
-        for c in fk.columns
-    )
-    child_match = sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(sql.Identifier("_cow_ch", cc), sql.Identifier(row, pc))
-        for cc, pc in zip(fk.child_columns, fk.columns)
-    )
+    parent_match = _all_equal("_cow_p", fk.columns, row, fk.columns, fk.parent_equals_parent)
+    child_match = _all_equal(row, fk.columns, "_cow_ch", fk.child_columns, fk.parent_equals_child)
     return sql.SQL(
         "PERFORM 1 FROM {view} AS _cow_p WHERE {parent_match};\n"
         "IF NOT FOUND THEN\n"
@@ -786,7 +837,7 @@ REKEY_SETTING = "cowsync.fk_rekey"
 
 
 def _tombstone_is(operation: str) -> sql.Composed:
-    return sql.SQL("coalesce(current_setting({}, true), '') = {}").format(
+    return sql.SQL("coalesce(pg_catalog.current_setting({}, true), '') = {}").format(
         sql.Literal(TOMBSTONE_SETTING), sql.Literal(operation)
     )
 
@@ -814,15 +865,14 @@ def _marks_tombstones(layout: TableLayout) -> tuple[bool, bool]:
 
 def _kept_by_rekey(layout: TableLayout, fk: ForeignKeyIn, row: str) -> sql.Composed:
     """Whether the key change being written keeps the referenced value in ``row``."""
-    return sql.SQL(
-        "ROW({}) IS NOT DISTINCT FROM (SELECT ROW({}) FROM jsonb_populate_record(NULL::{}, "
-        "nullif(current_setting({}, true), '')::jsonb) AS _cow_r)"
-    ).format(
-        _ident_list(fk.columns, row),
-        _ident_list(fk.columns, "_cow_r"),
-        layout.base,
-        sql.Literal(REKEY_SETTING),
+    same = sql.SQL(" AND ").join(
+        _same(sql.Identifier(row, c), op, sql.Identifier("_cow_r", c))
+        for c, op in zip(fk.columns, fk.parent_equals_parent)
     )
+    return sql.SQL(
+        "coalesce((SELECT {} FROM pg_catalog.jsonb_populate_record(NULL::{}, "
+        "nullif(pg_catalog.current_setting({}, true), '')::jsonb) AS _cow_r), false)"
+    ).format(same, layout.base, sql.Literal(REKEY_SETTING))
 
 
 def _deferred_in(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composed:
@@ -844,7 +894,8 @@ def _deferred_in(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composed:
         "        SELECT {new_values}\n"
         "        UNION ALL SELECT {old_values}\n"
         "        UNION ALL SELECT {b_values}\n"
-        "            FROM jsonb_populate_record(NULL::{base}, NEW._cow_before) AS _cow_b\n"
+        "            FROM pg_catalog.jsonb_populate_record(NULL::{base}, NEW._cow_before)\n"
+        "                AS _cow_b\n"
         "        UNION ALL SELECT {c_values} FROM ONLY {changes} AS _cow_c\n"
         "            WHERE _cow_c._cow_session = NEW._cow_session AND {c_key_equals_new}\n"
         "    ) AS _cow_k ({columns}) WHERE {present} AND NOT {kept}\n"
@@ -858,7 +909,7 @@ def _deferred_in(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composed:
         base=layout.base,
         c_values=_ident_list(fk.columns, "_cow_c"),
         changes=layout.changes,
-        c_key_equals_new=_key_equals("_cow_c", "new", layout.key_columns),
+        c_key_equals_new=_key_equals(layout, "_cow_c", "new"),
         columns=columns,
         present=_all_present("_cow_k", fk.columns),
         kept=_kept_by_rekey(layout, fk, "_cow_k"),
@@ -888,7 +939,7 @@ def fk_check_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
     """The function behind the change store's constraint triggers (see deferred_checks)."""
     return sqlfiles.template("table_fk_check.sql").format(
         function=fk_check_function_name(layout.registry_id),
-        search_path=sql.SQL("pg_catalog, {}, pg_temp").format(sql.Identifier(layout.schema)),
+        search_path=sql.SQL(ENGINE_SEARCH_PATH),
         session_setting=_setting_name(config.session_variable),
         session_variable=sql.Literal(config.session_variable),
         changes=layout.changes,
@@ -955,7 +1006,7 @@ def _identity_check(column: Column, operation: str) -> sql.Composed:
         )
     message = f'cannot insert a non-DEFAULT value into column "{column.name}"'
     changed = sql.SQL("{} IS NOT NULL").format(sql.Identifier("new", column.name))
-    allowed = sql.SQL("current_query() ~* 'overriding\\s+system\\s+value'")
+    allowed = sql.SQL("pg_catalog.current_query() ~* 'overriding\\s+system\\s+value'")
     error = sql.SQL(
         "RAISE EXCEPTION {} USING ERRCODE = 'generated_always', DETAIL = {}, HINT = {};"
     ).format(
@@ -966,7 +1017,9 @@ def _identity_check(column: Column, operation: str) -> sql.Composed:
     return sql.SQL(
         "IF TG_OP = {op} AND {changed} AND NOT {allowed} THEN\n"
         "    BEGIN\n"
-        "        IF {new} IS DISTINCT FROM currval({seq}::regclass) THEN {error} END IF;\n"
+        "        IF {new} IS DISTINCT FROM pg_catalog.currval({seq}::regclass) THEN\n"
+        "            {error}\n"
+        "        END IF;\n"
         "    EXCEPTION WHEN object_not_in_prerequisite_state THEN {error}\n"
         "    END;\n"
         "END IF;"
@@ -986,9 +1039,7 @@ def _join(parts: list[sql.Composed]) -> sql.Composable:
 
 
 def _key_columns_changed(fk: ForeignKeyIn) -> sql.Composable:
-    return sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
-        _ident_list(fk.columns, "new"), _ident_list(fk.columns, "old")
-    )
+    return _rows_differ("new", fk.columns, "old", fk.columns, fk.parent_equals_parent)
 
 
 def _guarded(condition: sql.Composable, body: sql.Composed) -> sql.Composed:
@@ -1004,7 +1055,11 @@ def _tombstone_marked(layout: TableLayout, put: sql.Composed) -> sql.Composed:
     before, after = [], []
     for wanted, setting, value in (
         (operation, TOMBSTONE_SETTING, sql.SQL("TG_OP")),
-        (rekey, REKEY_SETTING, sql.SQL("CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(NEW)::text END")),
+        (
+            rekey,
+            REKEY_SETTING,
+            sql.SQL("CASE WHEN TG_OP = 'UPDATE' THEN pg_catalog.to_jsonb(NEW)::text END"),
+        ),
     ):
         if wanted:
             before.append(
@@ -1021,9 +1076,7 @@ def _tombstone_marked(layout: TableLayout, put: sql.Composed) -> sql.Composed:
 def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
     always_identity = any(c.identity == "a" for c in layout.columns)
     keys = layout.key_columns
-    key_changed = sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
-        _ident_list(keys, "new"), _ident_list(keys, "old")
-    )
+    key_changed = _keys_differ(layout, "new", "old")
     insert_skip = [_unique_check(layout, u, True) for u in layout.uniques] + [
         _exclusion_check(layout, x, True) for x in layout.exclusions
     ]
@@ -1075,7 +1128,8 @@ def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
             sql.Literal(f"Set {config.session_variable} first."),
         )
     return sqlfiles.template("table_trigger.sql").format(
-        search_path=sql.SQL("pg_catalog, {}, pg_temp").format(sql.Identifier(layout.schema)),
+        search_path=sql.SQL(ENGINE_SEARCH_PATH),
+        base_search_path=sql.Literal(base_search_path(layout.schema)),
         fail_closed=fail_closed,
         register_write=sql.SQL(
             "cowsync.register_write_checked" if layout.hardened else "cowsync.register_write"
@@ -1098,10 +1152,10 @@ def trigger_function(layout: TableLayout, config: CowConfig) -> sql.Composed:
         columns=_ident_list(layout.column_names),
         new_values=_ident_list(layout.column_names, "new"),
         overriding=sql.SQL("OVERRIDING SYSTEM VALUE" if always_identity else ""),
-        b_key_equals_old=_key_equals("_cow_b", "old", keys),
-        b_key_equals_new=_key_equals("_cow_b", "new", keys),
-        c_key_equals_old=_key_equals("_cow_c", "old", keys),
-        c_key_equals_new=_key_equals("_cow_c", "new", keys),
+        b_key_equals_old=_key_equals(layout, "_cow_b", "old"),
+        b_key_equals_new=_key_equals(layout, "_cow_b", "new"),
+        c_key_equals_old=_key_equals(layout, "_cow_c", "old"),
+        c_key_equals_new=_key_equals(layout, "_cow_c", "new"),
         key_changed=key_changed,
         table_label=sql.Literal(f"{layout.schema}.{layout.view_name}"),
         session_variable=sql.Literal(config.session_variable),

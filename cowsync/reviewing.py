@@ -119,7 +119,8 @@ def sessions(conn: psycopg.Connection) -> list[SessionInfo]:
     registry = conn.execute(
         """
         SELECT s.session_id, s.created_at, s.label, s.metadata,
-               (SELECT count(*) FROM cowsync.operations o WHERE o.session_id = s.session_id),
+               (SELECT pg_catalog.count(*) FROM cowsync.operations o
+                WHERE o.session_id = s.session_id),
                s.sealed_at IS NOT NULL
         FROM cowsync.sessions s
         WHERE s.preview_of IS NULL
@@ -361,7 +362,7 @@ def _diff(
         query = sql.SQL(
             "SELECT n._cow_operation, n._cow_existed, n._cow_deleted, {after}, {before} "
             "FROM ({net}) AS n "
-            "LEFT JOIN LATERAL jsonb_populate_record(NULL::{base}, n._cow_before) AS bf "
+            "LEFT JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::{base}, n._cow_before) AS bf "
             "ON n._cow_before IS NOT NULL "
             "WHERE n._cow_existed OR NOT n._cow_deleted ORDER BY {keys}"
         ).format(

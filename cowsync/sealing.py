@@ -27,9 +27,9 @@ def seal(conn: psycopg.Connection, session_id: str, wait: float | None = 30.0) -
     with conn.transaction():
         lock_session(conn, session_id, wait)
         row = conn.execute(
-            "UPDATE cowsync.sessions SET sealed_at = coalesce(sealed_at, now()) "
+            "UPDATE cowsync.sessions SET sealed_at = coalesce(sealed_at, pg_catalog.now()) "
             "WHERE session_id = %s AND preview_of IS NULL "
-            "RETURNING sealed_at = now()",
+            "RETURNING sealed_at = pg_catalog.now()",
             (session_id,),
         ).fetchone()
     if row is None:

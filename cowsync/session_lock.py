@@ -15,7 +15,7 @@ from .errors import SessionBusyError, SessionNotFoundError
 from .registry import EnabledTable
 
 # The same key the trigger computes (cowsync/sql/table_trigger.sql).
-_KEY = "hashtextextended('cowsync session ' || %(sid)s, 0)"
+_KEY = "pg_catalog.hashtextextended('cowsync session ' || %(sid)s, 0)"
 
 
 def lock_session(conn: psycopg.Connection, session_id: str, wait: float | None) -> None:
@@ -26,22 +26,22 @@ def lock_session(conn: psycopg.Connection, session_id: str, wait: float | None) 
     """
     params = {"sid": session_id}
     if wait is None:
-        conn.execute(f"SELECT pg_advisory_xact_lock({_KEY})", params)
+        conn.execute(f"SELECT pg_catalog.pg_advisory_xact_lock({_KEY})", params)
         return
-    row = conn.execute(f"SELECT pg_try_advisory_xact_lock({_KEY})", params).fetchone()
+    row = conn.execute(f"SELECT pg_catalog.pg_try_advisory_xact_lock({_KEY})", params).fetchone()
     if row and row[0]:
         return
     if wait > 0:
-        previous = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
+        previous = conn.execute("SELECT pg_catalog.current_setting('lock_timeout')").fetchone()
         try:
             with conn.transaction():
                 conn.execute(
-                    "SELECT set_config('lock_timeout', %(ms)s, true)",
+                    "SELECT pg_catalog.set_config('lock_timeout', %(ms)s, true)",
                     {"ms": f"{max(1, int(wait * 1000))}ms"},
                 )
-                conn.execute(f"SELECT pg_advisory_xact_lock({_KEY})", params)
+                conn.execute(f"SELECT pg_catalog.pg_advisory_xact_lock({_KEY})", params)
                 conn.execute(
-                    "SELECT set_config('lock_timeout', %(old)s, true)",
+                    "SELECT pg_catalog.set_config('lock_timeout', %(old)s, true)",
                     {"old": previous[0] if previous else "0"},
                 )
             return
@@ -49,7 +49,8 @@ def lock_session(conn: psycopg.Connection, session_id: str, wait: float | None) 
             pass
     holder = conn.execute(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND database = (SELECT oid FROM pg_database "
+        "                WHERE datname = pg_catalog.current_database()) "
         f"AND ((classid::bigint << 32) | objid::bigint) = {_KEY} LIMIT 1",
         params,
     ).fetchone()

@@ -1,11 +1,17 @@
 -- cowsync engine functions shared by every enabled table.
 -- Re-run on every deploy that changes the engine version (CREATE OR REPLACE).
+--
+-- Every function runs with search_path = pg_catalog, pg_temp and names everything
+-- else schema-qualified: whoever calls it (a trigger with its owner's rights, a
+-- reviewer), nothing a role created in another schema can stand in for what it calls
+-- (PostgreSQL never looks in pg_temp for functions or operators).
 
 -- Whether cowsync.harden() is in force (a registry setting).
 CREATE OR REPLACE FUNCTION cowsync.is_hardened()
 RETURNS boolean
 LANGUAGE sql
 STABLE
+SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT coalesce((SELECT value = 'on' FROM cowsync.settings WHERE name = 'hardened'), false)
 $fn$;
@@ -20,10 +26,11 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT NOT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = session_user), false)
+    SELECT NOT coalesce((SELECT rolsuper FROM pg_catalog.pg_roles
+                         WHERE rolname = session_user), false)
        AND EXISTS (
            SELECT 1 FROM cowsync.roles r
-           WHERE r.kind = 'agent' AND pg_has_role(session_user, r.role_name, 'MEMBER')
+           WHERE r.kind = 'agent' AND pg_catalog.pg_has_role(session_user, r.role_name, 'MEMBER')
        )
 $fn$;
 
@@ -47,7 +54,7 @@ BEGIN
         RAISE EXCEPTION 'cowsync: % is not the session variable', p_variable
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    sid := nullif(current_setting(p_variable, true), '');
+    sid := nullif(pg_catalog.current_setting(p_variable, true), '');
     IF NOT cowsync.is_agent() THEN
         RETURN sid;
     END IF;
@@ -56,7 +63,7 @@ BEGIN
                      WHERE name = 'read_requires_session'), false) THEN
             RAISE EXCEPTION 'cowsync: role % must read inside a session', session_user
                 USING ERRCODE = 'insufficient_privilege',
-                      HINT = format('Set %s first.', p_variable);
+                      HINT = pg_catalog.format('Set %s first.', p_variable);
         END IF;
         RETURN NULL;
     END IF;
@@ -76,12 +83,13 @@ $fn$;
 CREATE OR REPLACE FUNCTION cowsync.register_write(p_session text, p_operation text)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    marker text := p_session || chr(31) || p_operation;
+    marker text := p_session || pg_catalog.chr(31) || p_operation;
     known boolean;
 BEGIN
-    IF current_setting('cowsync.registered', true) = marker THEN
+    IF pg_catalog.current_setting('cowsync.registered', true) = marker THEN
         RETURN;
     END IF;
     -- Usually registered by an earlier transaction: two index probes, no insert. The
@@ -92,16 +100,16 @@ BEGIN
         INTO known;
     PERFORM cowsync.refuse_sealed(p_session);
     IF known THEN
-        PERFORM set_config('cowsync.registered', marker, true);
+        PERFORM pg_catalog.set_config('cowsync.registered', marker, true);
         RETURN;
     END IF;
     PERFORM cowsync.check_ids(p_session, p_operation);
     INSERT INTO cowsync.sessions (session_id, owner_role) VALUES (p_session, session_user)
         ON CONFLICT (session_id) DO NOTHING;
     INSERT INTO cowsync.operations (session_id, operation_id, first_seq)
-        VALUES (p_session, p_operation, nextval('cowsync.write_seq'))
+        VALUES (p_session, p_operation, pg_catalog.nextval('cowsync.write_seq'))
         ON CONFLICT (session_id, operation_id) DO NOTHING;
-    PERFORM set_config('cowsync.registered', marker, true);
+    PERFORM pg_catalog.set_config('cowsync.registered', marker, true);
 END
 $fn$;
 
@@ -125,7 +133,7 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     INSERT INTO cowsync.operations (session_id, operation_id, first_seq)
-        VALUES (p_session, p_operation, nextval('cowsync.write_seq'))
+        VALUES (p_session, p_operation, pg_catalog.nextval('cowsync.write_seq'))
         ON CONFLICT (session_id, operation_id) DO NOTHING;
 END
 $fn$;
@@ -153,9 +161,10 @@ CREATE OR REPLACE FUNCTION cowsync.check_ids(p_session text, p_operation text)
 RETURNS void
 LANGUAGE plpgsql
 IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    IF length(p_session) > 200 OR length(p_operation) > 200
+    IF pg_catalog.length(p_session) > 200 OR pg_catalog.length(p_operation) > 200
        OR p_session !~ '^[A-Za-z0-9_.:@+=/-]+$' OR p_operation !~ '^[A-Za-z0-9_.:@+=/-]+$' THEN
         RAISE EXCEPTION 'cowsync: invalid session or operation id'
             USING ERRCODE = 'invalid_parameter_value',
@@ -185,6 +194,7 @@ CREATE OR REPLACE FUNCTION cowsync.written_by_current_transaction(p_xmin xid)
 RETURNS boolean
 LANGUAGE plpgsql
 STABLE
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     top xid8 := pg_catalog.pg_current_xact_id_if_assigned();
@@ -220,6 +230,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION cowsync.prepare_preview(p_session text, p_operations text)
 RETURNS text
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     preview_id text;
@@ -230,19 +241,21 @@ BEGIN
     IF coalesce(p_operations, '') = '' THEN
         RETURN p_session;
     END IF;
-    preview_id := p_session || '~preview~' || md5(p_operations);
-    PERFORM pg_advisory_xact_lock(hashtext(preview_id));
+    preview_id := p_session || '~preview~' || pg_catalog.md5(p_operations);
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(preview_id));
     INSERT INTO cowsync.sessions (session_id, preview_of) VALUES (preview_id, p_session)
         ON CONFLICT (session_id) DO NOTHING;
     FOR t IN SELECT * FROM cowsync.tables ORDER BY id LOOP
-        SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
-            FROM pg_attribute a
-            WHERE a.attrelid = format('%I.%I', t.schema_name, t.base_name)::regclass
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+            INTO cols
+            FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = pg_catalog.format('%I.%I', t.schema_name, t.base_name)::regclass
               AND a.attnum > 0 AND NOT a.attisdropped;
-        SELECT string_agg(quote_ident(k), ', ') INTO keys FROM unnest(t.key_columns) AS k;
-        EXECUTE format('DELETE FROM ONLY %I.%I WHERE _cow_session = $1',
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(k), ', ') INTO keys
+            FROM pg_catalog.unnest(t.key_columns) AS k;
+        EXECUTE pg_catalog.format('DELETE FROM ONLY %I.%I WHERE _cow_session = $1',
                        t.schema_name, t.changes_name) USING preview_id;
-        EXECUTE format(
+        EXECUTE pg_catalog.format(
             'INSERT INTO %1$I.%2$I (%3$s, _cow_session, _cow_operation, _cow_first_seq, _cow_seq,'
             ' _cow_current, _cow_deleted, _cow_existed, _cow_before, _cow_written_at)'
             ' SELECT DISTINCT ON (%4$s) %3$s, $2, _cow_operation, _cow_first_seq, _cow_seq,'
@@ -250,7 +263,7 @@ BEGIN
             ' FROM ONLY %1$I.%2$I WHERE _cow_session = $1 AND _cow_operation = ANY($3)'
             ' ORDER BY %4$s, _cow_seq DESC',
             t.schema_name, t.changes_name, cols, keys)
-            USING p_session, preview_id, string_to_array(p_operations, ',');
+            USING p_session, preview_id, pg_catalog.string_to_array(p_operations, ',');
     END LOOP;
     RETURN preview_id;
 END
@@ -260,6 +273,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION cowsync.drop_previews(p_session text)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     t record;
@@ -268,7 +282,7 @@ BEGIN
         RETURN;  -- the usual case: no preview to visit every change store for
     END IF;
     FOR t IN SELECT * FROM cowsync.tables ORDER BY id LOOP
-        EXECUTE format(
+        EXECUTE pg_catalog.format(
             'DELETE FROM ONLY %I.%I WHERE _cow_session IN '
             '(SELECT session_id FROM cowsync.sessions WHERE preview_of = $1)',
             t.schema_name, t.changes_name) USING p_session;
@@ -289,35 +303,37 @@ CREATE OR REPLACE FUNCTION cowsync.statement_ignores_conflicts(p_view text)
 RETURNS boolean
 LANGUAGE plpgsql
 STABLE
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    q text := current_query();
+    q text := pg_catalog.current_query();
     target text;
 BEGIN
-    IF current_setting('cowsync.ignore_conflicts', true) = 'on' THEN
+    IF pg_catalog.current_setting('cowsync.ignore_conflicts', true) = 'on' THEN
         RETURN true;
     END IF;
     IF q IS NULL OR q !~* 'on\s+conflict\s+do\s+nothing' THEN
         RETURN false;
     END IF;
-    q := regexp_replace(q, '''([^'']|'''')*''', '''''', 'g');
-    q := regexp_replace(q, '\$([A-Za-z_]*)\$.*?\$\1\$', '''''', 'g');
-    q := regexp_replace(q, '--[^\n]*', ' ', 'g');
-    q := regexp_replace(q, '/\*.*?\*/', ' ', 'g');
-    q := btrim(q, E' \t\r\n;');
+    q := pg_catalog.regexp_replace(q, '''([^'']|'''')*''', '''''', 'g');
+    q := pg_catalog.regexp_replace(q, '\$([A-Za-z_]*)\$.*?\$\1\$', '''''', 'g');
+    q := pg_catalog.regexp_replace(q, '--[^\n]*', ' ', 'g');
+    q := pg_catalog.regexp_replace(q, '/\*.*?\*/', ' ', 'g');
+    q := pg_catalog.btrim(q, E' \t\r\n;');
     IF position(';' IN q) > 0
        OR q !~* '^insert\s+into\s.*\son\s+conflict\s+do\s+nothing(\s+returning\s.*)?$' THEN
         RETURN false;
     END IF;
-    target := (regexp_match(q, '^insert\s+into\s+((?:"(?:[^"]|"")+"|[^\s(".]+)(?:\s*\.\s*(?:"(?:[^"]|"")+"|[^\s(".]+))*)', 'i'))[1];
+    target := (pg_catalog.regexp_match(q, '^insert\s+into\s+((?:"(?:[^"]|"")+"|[^\s(".]+)(?:\s*\.\s*(?:"(?:[^"]|"")+"|[^\s(".]+))*)', 'i'))[1];
     IF target IS NULL THEN
         RETURN false;
     END IF;
-    target := (regexp_match(target, '((?:"(?:[^"]|"")+"|[^\s(".]+))$'))[1];
-    IF left(target, 1) = '"' THEN
-        target := replace(substr(target, 2, length(target) - 2), '""', '"');
+    target := (pg_catalog.regexp_match(target, '((?:"(?:[^"]|"")+"|[^\s(".]+))$'))[1];
+    IF pg_catalog.left(target, 1) = '"' THEN
+        target := pg_catalog.replace(pg_catalog.substr(target, 2, pg_catalog.length(target) - 2),
+                                     '""', '"');
     ELSE
-        target := lower(target);
+        target := pg_catalog.lower(target);
     END IF;
     RETURN target = p_view;
 END
@@ -331,21 +347,23 @@ $fn$;
 CREATE OR REPLACE FUNCTION cowsync.guard_view_ddl()
 RETURNS event_trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     cmd record;
     t record;
 BEGIN
-    IF current_setting('cowsync.ddl', true) = 'on' THEN
+    IF pg_catalog.current_setting('cowsync.ddl', true) = 'on' THEN
         RETURN;
     END IF;
-    FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands()
-               WHERE classid = 'pg_class'::regclass LOOP
+    FOR cmd IN SELECT * FROM pg_catalog.pg_event_trigger_ddl_commands()
+               WHERE classid = 'pg_catalog.pg_class'::regclass LOOP
         CONTINUE WHEN NOT EXISTS (
-            SELECT 1 FROM pg_trigger WHERE tgrelid = cmd.objid AND tgname = 'cowsync_write');
+            SELECT 1 FROM pg_catalog.pg_trigger
+            WHERE tgrelid = cmd.objid AND tgname = 'cowsync_write');
         SELECT r.* INTO t FROM cowsync.tables r
-            JOIN pg_namespace n ON n.nspname = r.schema_name
-            JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name
+            JOIN pg_catalog.pg_namespace n ON n.nspname = r.schema_name
+            JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name
             WHERE c.oid = cmd.objid;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'cowsync: % is the view of a COW-enabled table and cannot be renamed',
@@ -355,23 +373,24 @@ BEGIN
         END IF;
         IF EXISTS (
             SELECT 1
-            FROM pg_attribute v
-            FULL JOIN (SELECT a.* FROM pg_attribute a
-                       WHERE a.attrelid = format('%I.%I', t.schema_name, t.base_name)::regclass
+            FROM pg_catalog.pg_attribute v
+            FULL JOIN (SELECT a.* FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid = pg_catalog.format('%I.%I', t.schema_name,
+                                                            t.base_name)::regclass
                          AND a.attnum > 0 AND NOT a.attisdropped) b ON b.attname = v.attname
-            LEFT JOIN pg_attrdef vd ON vd.adrelid = v.attrelid AND vd.adnum = v.attnum
-            LEFT JOIN pg_attrdef bd ON bd.adrelid = b.attrelid AND bd.adnum = b.attnum
+            LEFT JOIN pg_catalog.pg_attrdef vd ON vd.adrelid = v.attrelid AND vd.adnum = v.attnum
+            LEFT JOIN pg_catalog.pg_attrdef bd ON bd.adrelid = b.attrelid AND bd.adnum = b.attnum
             WHERE (v.attrelid = cmd.objid OR v.attrelid IS NULL)
               AND (v.attnum IS NULL OR (v.attnum > 0 AND NOT v.attisdropped))
               AND (v.attname IS NULL OR b.attname IS NULL
-                   OR (b.attidentity = '' AND pg_get_expr(vd.adbin, vd.adrelid)
-                       IS DISTINCT FROM pg_get_expr(bd.adbin, bd.adrelid)))
+                   OR (b.attidentity = '' AND pg_catalog.pg_get_expr(vd.adbin, vd.adrelid)
+                       IS DISTINCT FROM pg_catalog.pg_get_expr(bd.adbin, bd.adrelid)))
         ) THEN
             -- Named from the registry: object_identity names the column for RENAME COLUMN.
             RAISE EXCEPTION 'cowsync: % is the view of a COW-enabled table; change the table with cowsync.alter()',
-                format('%I.%I', t.schema_name, t.table_name)
+                pg_catalog.format('%I.%I', t.schema_name, t.table_name)
                 USING ERRCODE = 'feature_not_supported',
-                      HINT = format('e.g. cowsync.alter(conn, %L, ''RENAME COLUMN a TO b'') '
+                      HINT = pg_catalog.format('e.g. cowsync.alter(conn, %L, ''RENAME COLUMN a TO b'') '
                                     'or ''ALTER COLUMN c SET DEFAULT ...''', t.schema_name || '.' || t.table_name);
         END IF;
     END LOOP;

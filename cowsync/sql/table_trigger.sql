@@ -7,11 +7,14 @@
 --
 -- It runs with its owner's rights (SECURITY DEFINER), as an updatable view would:
 -- a role granted the view needs no privilege on the base, the change store or the
--- registry. Its search_path is pinned to pg_catalog first (no caller can shadow an
--- operator it uses), then the table's own schema, so user triggers on the base
--- that name their tables unqualified keep working. Variables are prefixed _cow_v_ (no user
--- column may start with _cow_) and #variable_conflict makes any clash resolve to
--- the variable, so a column named like one can never change a query's meaning.
+-- registry. Its search_path is pinned to pg_catalog, pg_temp and it names every
+-- function and operator schema-qualified (comparisons of table values use the
+-- constraint's own operator), so nothing a caller or an agent creates in another
+-- schema can take the place of what it calls. Only a production write of the base
+-- runs with the table's schema after pg_catalog, for the base's own triggers (see
+-- cowsync/search_path.py). Variables are prefixed _cow_v_ (no user column may start
+-- with _cow_) and #variable_conflict makes any clash resolve to the variable, so a
+-- column named like one can never change a query's meaning.
 CREATE OR REPLACE FUNCTION {function}()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -23,7 +26,7 @@ SET extra_float_digits = 1
 AS $cow$
 #variable_conflict use_variable
 DECLARE
-    _cow_v_sid      text := nullif(current_setting({session_variable}, true), '');
+    _cow_v_sid      text := nullif(pg_catalog.current_setting({session_variable}, true), '');
     _cow_v_op       text;
     _cow_v_cur      record;
     _cow_v_has_cur  boolean := false;
@@ -44,6 +47,10 @@ BEGIN
         -- Production: write the base. Rows are compared as text so an update or
         -- delete whose row changed concurrently is refused (40001) rather than
         -- silently overwriting the newer version, which a table would re-check.
+        -- The base's own triggers fire inside this write; they see the table's schema
+        -- on their search_path, as when the table was written directly (the function's
+        -- SET clause restores the pinned one on return).
+        PERFORM pg_catalog.set_config('search_path', {base_search_path}, true);
         IF TG_OP = 'INSERT' THEN
             IF cowsync.statement_ignores_conflicts({view_name}) THEN
                 INSERT INTO {base} ({columns}) {overriding}
@@ -81,17 +88,17 @@ BEGIN
         END IF;
         RAISE EXCEPTION 'could not serialize access due to concurrent update'
             USING ERRCODE = 'serialization_failure',
-                  DETAIL = format('cowsync: a row of %s changed after this statement read it.',
-                                  {table_label}),
+                  DETAIL = pg_catalog.format(
+                      'cowsync: a row of %s changed after this statement read it.', {table_label}),
                   HINT = 'Retry the transaction, or lock the rows first with SELECT ... FOR UPDATE.';
     END IF;
 
-    IF coalesce(current_setting({visible_variable}, true), '') <> '' THEN
+    IF coalesce(pg_catalog.current_setting({visible_variable}, true), '') <> '' THEN
         RAISE EXCEPTION 'cowsync: session % is in preview mode and cannot be written', _cow_v_sid
             USING ERRCODE = 'read_only_sql_transaction',
-                  HINT = format('Unset %s to write to the session.', {visible_variable});
+                  HINT = pg_catalog.format('Unset %s to write to the session.', {visible_variable});
     END IF;
-    _cow_v_op := coalesce(nullif(current_setting({operation_variable}, true), ''),
+    _cow_v_op := coalesce(nullif(pg_catalog.current_setting({operation_variable}, true), ''),
                           {default_operation});
     -- A session's writing transactions take turns: one transaction-scoped lock per
     -- session (taken again by every row, which costs a local lookup, never another
@@ -101,7 +108,8 @@ BEGIN
     -- Never wait for a row lock while holding it: another transaction of the session
     -- holding the row FOR UPDATE would then wait for this lock, a deadlock. A locked
     -- current row is a 40001 instead (below).
-    PERFORM pg_advisory_xact_lock(hashtextextended('cowsync session ' || _cow_v_sid, 0));
+    PERFORM pg_catalog.pg_advisory_xact_lock(
+        pg_catalog.hashtextextended('cowsync session ' || _cow_v_sid, 0));
     PERFORM {register_write}(_cow_v_sid, _cow_v_op);
 
     IF TG_OP = 'INSERT' THEN
@@ -149,8 +157,9 @@ BEGIN
         EXCEPTION WHEN lock_not_available THEN
             RAISE EXCEPTION 'could not serialize access due to concurrent update'
                 USING ERRCODE = 'serialization_failure',
-                      DETAIL = format('cowsync: another transaction of session %s holds a row '
-                                      'of %s locked.', _cow_v_sid, {table_label}),
+                      DETAIL = pg_catalog.format(
+                          'cowsync: another transaction of session %s holds a row of %s locked.',
+                          _cow_v_sid, {table_label}),
                       HINT = 'Retry the transaction.';
         END;
     END IF;
@@ -159,8 +168,9 @@ BEGIN
             -- Another transaction of this session changed the row meanwhile.
             RAISE EXCEPTION 'could not serialize access due to concurrent update'
                 USING ERRCODE = 'serialization_failure',
-                      DETAIL = format('cowsync: a row of %s changed in session %s after this '
-                                      'statement read it.', {table_label}, _cow_v_sid),
+                      DETAIL = pg_catalog.format(
+                          'cowsync: a row of %s changed in session %s after this statement '
+                          'read it.', {table_label}, _cow_v_sid),
                       HINT = 'Retry the transaction.';
         END IF;
         _cow_v_existed := _cow_v_cur._cow_existed;
@@ -170,7 +180,7 @@ BEGIN
         -- conflicts. OLD is what the statement read, maybe before a commit or discard of
         -- this session (or a production write) that this write waited for: the base row
         -- must still be OLD, else OLD came from a change that is gone.
-        SELECT to_jsonb(_cow_b) AS image, _cow_b::text AS row_text INTO _cow_v_row
+        SELECT pg_catalog.to_jsonb(_cow_b) AS image, _cow_b::text AS row_text INTO _cow_v_row
             FROM ONLY {base} AS _cow_b WHERE {b_key_equals_old};
         IF NOT FOUND THEN
             RETURN NULL;  -- the row is gone (a discarded insert): a table skips it too
@@ -178,9 +188,10 @@ BEGIN
         IF _cow_v_row.row_text IS DISTINCT FROM OLD::text THEN
             RAISE EXCEPTION 'could not serialize access due to concurrent update'
                 USING ERRCODE = 'serialization_failure',
-                      DETAIL = format('cowsync: a row of %s changed in session %s (committed, '
-                                      'discarded or changed in production) after this statement '
-                                      'read it.', {table_label}, _cow_v_sid),
+                      DETAIL = pg_catalog.format(
+                          'cowsync: a row of %s changed in session %s (committed, discarded or '
+                          'changed in production) after this statement read it.',
+                          {table_label}, _cow_v_sid),
                       HINT = 'Retry the transaction.';
         END IF;
         _cow_v_existed := true;

@@ -9,7 +9,7 @@ COMMENT ON SCHEMA cowsync IS 'cowsync copy-on-write engine: registry and engine 
 -- One row per applied engine version; max(version) is the installed engine.
 CREATE TABLE IF NOT EXISTS cowsync.engine (
     version      integer PRIMARY KEY,
-    installed_at timestamptz NOT NULL DEFAULT now()
+    installed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
 -- Names the generated SQL embeds (the COW variables); fixed at first deploy.
@@ -32,14 +32,14 @@ CREATE TABLE IF NOT EXISTS cowsync.tables (
     key_columns    text[] NOT NULL,
     key_constraint text NOT NULL,
     engine_version integer NOT NULL,
-    enabled_at     timestamptz NOT NULL DEFAULT now(),
+    enabled_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
     UNIQUE (schema_name, table_name)
 );
 
 -- Sessions are recorded on their first write (or by cowsync.annotate).
 CREATE TABLE IF NOT EXISTS cowsync.sessions (
     session_id text PRIMARY KEY,
-    created_at timestamptz NOT NULL DEFAULT now(),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     label      text,
     metadata   jsonb NOT NULL DEFAULT '{}'::jsonb,
     -- Set on the read-only copies that previews materialise (see cowsync.preview).
@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS cowsync.operations (
     session_id   text NOT NULL REFERENCES cowsync.sessions (session_id) ON DELETE CASCADE,
     operation_id text NOT NULL,
     first_seq    bigint NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now(),
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (session_id, operation_id)
 );
 
