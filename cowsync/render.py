@@ -244,6 +244,16 @@ def view(layout: TableLayout, config: CowConfig) -> sql.Composed:
             if layout.hardened
             else sql.SQL("pg_catalog.current_setting({}, true)")
         ).format(sql.Literal(config.session_variable)),
+        session_gate=(
+            # No column in it, so the planner makes it a one-time filter, checked before
+            # any row is read: a refused session (42501) never depends on the rows a
+            # reader's WHERE matched. current_session() never returns '' (NULL or an id).
+            sql.SQL("cowsync.current_session({}) IS DISTINCT FROM '' AND ").format(
+                sql.Literal(config.session_variable)
+            )
+            if layout.hardened
+            else sql.SQL("")
+        ),
         c_key_equals_b=_key_equals(layout, "_cow_c", "_cow_b"),
     )
 

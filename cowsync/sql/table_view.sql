@@ -14,10 +14,13 @@
 -- row per session and key is unique) rather than EXISTS, which the planner may
 -- turn into a hashed subplan that reads every row of the session per query; a
 -- scalar subquery stays a per-row index probe in every plan, generic or custom.
+-- Hardened views first check, once per query, that the reader may read the bound
+-- session (the session gate: a one-time filter, before any row is read).
 CREATE VIEW {view}{options} AS
 SELECT {b_columns}
 FROM {base} AS _cow_b
-WHERE (
+WHERE {session_gate}(
+    (
         _cow_b.tableoid = {base_regclass}::regclass
         AND (
             SELECT 1 FROM ONLY {changes} AS _cow_c
@@ -36,3 +39,4 @@ WHERE (
               AND NOT _cow_c._cow_deleted
         ) IS NOT NULL
     )
+)
