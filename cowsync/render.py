@@ -686,9 +686,35 @@ def _fk_in_restrict(layout: TableLayout, fk: ForeignKeyIn, action: str) -> sql.C
         )
     else:
         return sql.Composed([])
-    return sql.SQL(
+    check = sql.SQL(
         "PERFORM 1 FROM {child} AS _cow_ch WHERE {match};\nIF FOUND THEN {error} END IF;"
     ).format(child=_relation_ident(fk.child), match=_referencing(layout, fk), error=error)
+    if fk.child.enabled:
+        return check
+    return sql.SQL("{blind}\n{check}").format(blind=_unreadable_child(layout, fk), check=check)
+
+
+def _unreadable_child(layout: TableLayout, fk: ForeignKeyIn, row: str = "old") -> sql.Composed:
+    """Refuse, whatever it holds, when the writer cannot read a child table that is not
+    enabled: the check reads it with the trigger owner's rights, so refusing only when a
+    child row exists would tell the writer about rows it may not see."""
+    return sql.SQL(
+        "IF {present} AND NOT pg_catalog.has_table_privilege(session_user, {child}, 'SELECT') "
+        "THEN RAISE EXCEPTION {message} USING ERRCODE = 'insufficient_privilege', HINT = {hint}; "
+        "END IF;"
+    ).format(
+        present=_all_present(row, fk.columns),
+        child=_qualified_text(fk.child.schema, fk.child.name),
+        message=sql.Literal(
+            f'cowsync: in a session, a role that cannot read "{fk.child.label}" (not '
+            f'COW-enabled; foreign key "{fk.name}") cannot delete or re-key rows of '
+            f'"{layout.view_name}" it may reference'
+        ),
+        hint=sql.Literal(
+            f"Enable {fk.child.schema}.{fk.child.name} with cowsync.enable(), or grant the "
+            "role SELECT on it."
+        ),
+    )
 
 
 # --- deferrable foreign keys ---------------------------------------------------------------
@@ -892,6 +918,14 @@ def _deferred_in(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composed:
     have changed it in place, so every value the key held in the session is judged:
     the row before (OLD), the base row, the session's other rows of the key.
     """
+    if not fk.child.enabled:
+        blind = _unreadable_child(layout, fk, row="new")
+        blind = sql.SQL("IF NEW._cow_deleted THEN\n{}\nEND IF;\n").format(blind)
+        return sql.SQL("{}{}").format(blind, _deferred_in_check(layout, fk))
+    return _deferred_in_check(layout, fk)
+
+
+def _deferred_in_check(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composed:
     if not _follows_values(layout, fk):
         return sql.SQL("IF NEW._cow_deleted AND {} AND NOT ({}) THEN\n{}\nEND IF;").format(
             _all_present("new", fk.columns), _acted_on(fk), _still_referenced(layout, fk, "new")
