@@ -9,6 +9,7 @@ table, the other agent's session and the ownership of every session are checked.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import psycopg
@@ -17,6 +18,9 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from tests.hardening._fortress import Fortress, base_checksums, session_checksums
+
+# Short in CI; COWSYNC_FUZZ_EXAMPLES=2000 (say) for a long run of the statement fuzzer.
+FUZZ_EXAMPLES = int(os.environ.get("COWSYNC_FUZZ_EXAMPLES", "30"))
 
 # Templates; %s takes the drawn argument (a key, a number, or a session id).
 KEYED = (
@@ -145,7 +149,7 @@ def test_random_agent_statements_never_change_a_base(
     )
 
     @settings(
-        max_examples=30,
+        max_examples=FUZZ_EXAMPLES,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
