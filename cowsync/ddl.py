@@ -64,6 +64,11 @@ def alter(
         label = f"{schema}.{view_name}"
         view_oid = _oid(conn, schema, view_name)
         decorations = _read_decorations(conn, view_oid)
+        # Keep the view's owner: a hardened view's is not the table's (see cowsync.harden).
+        view_owner = conn.execute(
+            "SELECT pg_catalog.pg_get_userbyid(relowner) FROM pg_class WHERE oid = %s",
+            (view_oid,),
+        ).fetchone()
         before = _layout_from_row(conn, row)
         conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier(schema, view_name)))
         if actions is not None:
@@ -124,9 +129,10 @@ def alter(
         _rename_before_images(conn, layout, renamed, added)
         _install_table_objects(conn, layout, config, replace=False)
         _apply_decorations(conn, layout, decorations)
-        if info.owner:
+        owner = view_owner[0] if view_owner else info.owner
+        if owner:
             conn.execute(
-                sql.SQL("ALTER VIEW {} OWNER TO {}").format(layout.view, sql.Identifier(info.owner))
+                sql.SQL("ALTER VIEW {} OWNER TO {}").format(layout.view, sql.Identifier(owner))
             )
         _refresh_triggers(conn, config)
 

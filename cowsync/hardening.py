@@ -10,7 +10,9 @@ table so that
   membership of the login role (``session_user``), which ``SET`` cannot change;
 * the role that first writes a session owns it: another agent role can neither
   write nor read it by setting its id (42501);
-* agents keep only what the views need; reviewers get the registry and bases.
+* agents keep only what the views need; reviewers get the registry and bases;
+* each view is owned by a role that may read, but not lock, what it reads (see
+  :data:`VIEW_OWNER`): an agent's ``LOCK TABLE <view>`` cannot reach the base.
 
 :func:`check_hardening` reports every privilege that would let an agent escape,
 with the statement that fixes it. :func:`unharden` gives back what harden took.
@@ -30,6 +32,17 @@ from .registry import EnabledTable, enabled_tables
 
 _TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 _VIEW_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+# Table-level privileges that let LOCK take a mode blocking production's reads or writes.
+_LOCKING_PRIVILEGES = "INSERT, UPDATE, DELETE, TRUNCATE"
+
+VIEW_OWNER = "cowsync_view_owner"
+"""The NOLOGIN role :func:`harden` makes own the views, unless told another.
+
+``LOCK TABLE`` on a view locks what the view reads in the same mode, checking the view
+*owner's* privileges on it. This role holds only ``SELECT`` and ``UPDATE`` on one key
+column of each base and change store: enough for reads and ``SELECT ... FOR UPDATE``
+through the view, not for a lock that blocks production (anything but ``ACCESS
+SHARE``), whoever asks for it."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,7 @@ def harden(
     reviewer_roles: Iterable[str] = (),
     read_requires_session: bool = False,
     allow_schema_create: bool = False,
+    view_owner: str = VIEW_OWNER,
 ) -> list[HardeningIssue]:
     """Lock agent roles into sessions on the enabled tables of ``schema``.
 
@@ -146,6 +160,17 @@ def harden(
     those tables, and its other code, may. ``allow_schema_create=True`` goes ahead
     anyway; :func:`check_hardening` keeps reporting it.
 
+    Every enabled view of ``schema`` becomes owned by ``view_owner`` (a dedicated NOLOGIN
+    role, created if missing: that takes ``CREATEROLE`` or a superuser), which may read
+    base and change store and update one key column of each, nothing more. So
+    ``LOCK TABLE <view>`` in any mode but ``ACCESS SHARE`` is refused (42501) for every
+    role, and an agent cannot lock production out: a production job that locks the table
+    locks ``<table>_base`` instead. Reads, writes and ``FOR UPDATE`` through the view work
+    as before. The caller (the tables' owner) is made a member of ``view_owner`` so that
+    ``alter``, ``refresh``, ``deploy`` and ``disable`` can still drop and recreate the
+    views; no agent may be one (refused). :func:`unharden` gives the views back to their
+    previous owner.
+
     >>> cowsync.harden(conn, agent_roles=["agent"], reviewer_roles=["reviewer"])  # doctest: +SKIP
     []
     """
@@ -157,6 +182,10 @@ def harden(
     if set(agents) & set(reviewers):
         raise ConfigurationError(
             f"roles {sorted(set(agents) & set(reviewers))} cannot be both agent and reviewer"
+        )
+    if view_owner in agents or view_owner in reviewers:
+        raise ConfigurationError(
+            f"view_owner {view_owner!r} must be a role of its own, not an agent or reviewer"
         )
     with conn.transaction():
         config = _require_deployed(conn)
@@ -236,7 +265,124 @@ def harden(
                 for t in tables:
                     for relation in (t.base, t.changes, t.view):
                         _grant_on_relation(conn, relation, role, _TABLE_PRIVILEGES)
+        _hand_views_to(conn, view_owner, tables)
     return check_hardening(conn)
+
+
+def _hand_views_to(conn: psycopg.Connection, owner: str, tables: list[EnabledTable]) -> None:
+    """Make ``owner`` own the views of ``tables``, with just what they need to read.
+
+    Privileges on what a view reads are checked against the view's owner, for LOCK too
+    (PostgreSQL locks the relations under a view in the mode asked for the view). An owner
+    with no table-level write privilege on base and change store turns every blocking
+    LOCK through the view into a permission error.
+    """
+    _ensure_view_owner(conn, owner)
+    conn.execute(
+        "INSERT INTO cowsync.settings VALUES ('view_owner', %s) "
+        "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        (owner,),
+    )
+    ident = sql.Identifier(owner)
+    for t in tables:
+        for relation in (t.base, t.changes):
+            _grant_on_relation(conn, relation, owner, ["SELECT"])
+            # FOR UPDATE through the view needs UPDATE on some column of the base.
+            _grant_update_on_column(conn, relation, owner, t.key_columns[0])
+        previous = conn.execute(
+            "SELECT pg_catalog.pg_get_userbyid(relowner) FROM pg_class WHERE oid = %s",
+            (_oid(conn, t.view),),
+        ).fetchone()
+        assert previous is not None
+        if previous[0] == owner:
+            continue
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("ALTER VIEW {} OWNER TO {}").format(t.view, ident))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise ConfigurationError(
+                f"cowsync.harden cannot make {owner} own the view {t.label} ({exc}): run it as "
+                f"a superuser, or GRANT CREATE ON SCHEMA {sql.Identifier(t.schema).as_string(conn)}"
+                f" TO {ident.as_string(conn)} (PostgreSQL requires it of a view's new owner)"
+            ) from exc
+        _log_undo(
+            conn,
+            sql.SQL("ALTER VIEW {} OWNER TO {}").format(t.view, sql.Identifier(previous[0])),
+        )
+
+
+def _ensure_view_owner(conn: psycopg.Connection, owner: str) -> None:
+    """Create the view owner if missing; refuse one that could log in or that agents reach."""
+    ident = sql.Identifier(owner)
+    row = conn.execute(
+        "SELECT rolcanlogin, rolsuper FROM pg_roles WHERE rolname = %s", (owner,)
+    ).fetchone()
+    if row is None:
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(ident))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise ConfigurationError(
+                f"cowsync.harden needs the role {owner!r} to own the views, and cannot create "
+                f"it ({exc}): run harden as a superuser or a role with CREATEROLE, or create it "
+                f"first (CREATE ROLE {ident.as_string(conn)} NOLOGIN) and grant it to this role"
+            ) from exc
+        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            pass  # another connection created it meanwhile (roles are cluster-wide)
+    elif row[0] or row[1]:
+        raise ConfigurationError(
+            f"view_owner {owner!r} must be NOLOGIN and not a superuser: whoever can act as "
+            "the views' owner can lock production through them"
+        )
+    members = [
+        r[0]
+        for r in conn.execute(
+            "SELECT role_name FROM cowsync.roles "
+            "WHERE kind = 'agent' AND pg_catalog.pg_has_role(role_name, %s, 'MEMBER')",
+            (owner,),
+        )
+    ]
+    if members:
+        raise ConfigurationError(
+            f"agent roles {members} are members of the view owner {owner!r}: they could alter "
+            f"or drop the views; REVOKE {ident.as_string(conn)} FROM them"
+        )
+    member = conn.execute(
+        "SELECT pg_catalog.pg_has_role(current_user, %s, 'MEMBER')", (owner,)
+    ).fetchone()
+    if member is None or not member[0]:
+        # The tables' owner must stay able to drop and recreate the views (alter, deploy).
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(ident))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise ConfigurationError(
+                f"cowsync.harden must be able to act as {owner!r} to give it the views ({exc}):"
+                f" GRANT {ident.as_string(conn)} TO the role running harden"
+            ) from exc
+
+
+def _grant_update_on_column(
+    conn: psycopg.Connection, relation: sql.Composable, role: str, column: str
+) -> None:
+    held = conn.execute(
+        """
+        SELECT 1 FROM pg_attribute a, pg_catalog.aclexplode(a.attacl) g
+        WHERE a.attrelid = %s AND a.attname = %s AND g.privilege_type = 'UPDATE'
+          AND g.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)
+        """,
+        (_oid(conn, relation), column, role),
+    ).fetchone()
+    if held is None:
+        _grant(
+            conn,
+            sql.SQL("GRANT UPDATE ({}) ON TABLE {} TO {}").format(
+                sql.Identifier(column), relation, sql.Identifier(role)
+            ),
+            sql.SQL("REVOKE UPDATE ({}) ON TABLE {} FROM {}").format(
+                sql.Identifier(column), relation, sql.Identifier(role)
+            ),
+        )
 
 
 def unharden(conn: psycopg.Connection) -> None:
@@ -252,7 +398,8 @@ def unharden(conn: psycopg.Connection) -> None:
         conn.execute("DELETE FROM cowsync.hardening_log")
         conn.execute("DELETE FROM cowsync.roles")
         conn.execute(
-            "DELETE FROM cowsync.settings WHERE name IN ('hardened', 'read_requires_session')"
+            "DELETE FROM cowsync.settings "
+            "WHERE name IN ('hardened', 'read_requires_session', 'view_owner')"
         )
         conn.execute("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA cowsync TO PUBLIC")
         conn.execute("REVOKE USAGE ON SCHEMA cowsync FROM PUBLIC")
@@ -305,6 +452,10 @@ def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
             )
         )
     tables = enabled_tables(conn)
+    view_owner = _configured_view_owner(conn)
+    if hardened and hardened[0]:
+        for t in tables:
+            issues.extend(_view_lock_issues(conn, t, view_owner))
     for role in agents:
         ident = sql.Identifier(role).as_string(conn)
         attrs = conn.execute(
@@ -344,7 +495,11 @@ def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
             ]
             relations += [(sql.SQL(s), ("UPDATE",)) for s in _sequences(conn, t.base)]
             for relation, forbidden in relations:
-                issues.extend(_relation_issues(conn, role, relation, forbidden))
+                issues.extend(
+                    _relation_issues(
+                        conn, role, relation, forbidden, _owner_fix(conn, t, view_owner)
+                    )
+                )
         issues.extend(_ownership_issues(conn, role, tables))
         for (table,) in conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -379,8 +534,70 @@ def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
     return issues
 
 
+def _configured_view_owner(conn: psycopg.Connection) -> str:
+    row = conn.execute("SELECT value FROM cowsync.settings WHERE name = 'view_owner'").fetchone()
+    return str(row[0]) if row else VIEW_OWNER
+
+
+def _owner_fix(conn: psycopg.Connection, table: EnabledTable, view_owner: str) -> str:
+    """How to give a view to its proper owner: directly when that role can already read
+    what the view reads, otherwise by hardening again (which grants it that)."""
+    ready = conn.execute(
+        "SELECT pg_catalog.has_table_privilege(r.oid, %(base)s::regclass, 'SELECT') "
+        "AND pg_catalog.has_table_privilege(r.oid, %(changes)s::regclass, 'SELECT') "
+        "FROM pg_roles r WHERE r.rolname = %(owner)s",
+        {
+            "base": table.base.as_string(conn),
+            "changes": table.changes.as_string(conn),
+            "owner": view_owner,
+        },
+    ).fetchone()
+    if ready is None or not ready[0]:
+        return "re-run cowsync.harden (it gives the view to the role that owns hardened views)"
+    return (
+        f"ALTER VIEW {table.view.as_string(conn)} OWNER TO "
+        f"{sql.Identifier(view_owner).as_string(conn)}"
+    )
+
+
+def _view_lock_issues(
+    conn: psycopg.Connection, table: EnabledTable, view_owner: str
+) -> list[HardeningIssue]:
+    """A view whose owner may lock its base lets any role with UPDATE or DELETE on the
+    view (every agent) take blocking locks on production with ``LOCK TABLE <view>``."""
+    row = conn.execute(
+        """
+        SELECT pg_catalog.pg_get_userbyid(c.relowner), r.rolsuper
+               OR pg_catalog.has_table_privilege(r.oid, %(base)s::regclass, %(locking)s)
+               OR pg_catalog.has_table_privilege(r.oid, %(changes)s::regclass, %(locking)s)
+        FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+        WHERE c.oid = %(view)s::regclass
+        """,
+        {
+            "base": table.base.as_string(conn),
+            "changes": table.changes.as_string(conn),
+            "view": table.view.as_string(conn),
+            "locking": _LOCKING_PRIVILEGES,
+        },
+    ).fetchone()
+    if row is None or not row[1]:
+        return []
+    return [
+        HardeningIssue(
+            "*",
+            f"view {table.label} is owned by {row[0]}, which may lock {table.base_name}: "
+            f"LOCK TABLE {table.name} by an agent blocks production's reads and writes",
+            _owner_fix(conn, table, view_owner),
+        )
+    ]
+
+
 def _relation_issues(
-    conn: psycopg.Connection, role: str, relation: sql.Composable, forbidden: tuple[str, ...]
+    conn: psycopg.Connection,
+    role: str,
+    relation: sql.Composable,
+    forbidden: tuple[str, ...],
+    owner_fix: str,
 ) -> list[HardeningIssue]:
     """Grants on a relation the agent can use (its own, PUBLIC's, or a role's it is a
     member of, inherited or reachable with SET ROLE), and whether it owns it."""
@@ -400,6 +617,9 @@ def _relation_issues(
         """,
         {"rel": name, "forbidden": list(forbidden), "role": role},
     ).fetchall()
+    relation_is_view = conn.execute(
+        "SELECT relkind = 'v' FROM pg_class WHERE oid = %s::regclass", (name,)
+    ).fetchone() == (True,)
     issues = []
     for grantee, privilege in rows:
         who = "PUBLIC" if grantee == "PUBLIC" else sql.Identifier(grantee).as_string(conn)
@@ -408,7 +628,7 @@ def _relation_issues(
                 HardeningIssue(
                     role,
                     f"owns {name}, through {grantee} (an owner can alter or drop it)",
-                    f"ALTER TABLE {name} OWNER TO CURRENT_USER",
+                    owner_fix if relation_is_view else f"ALTER TABLE {name} OWNER TO CURRENT_USER",
                 )
             )
         else:

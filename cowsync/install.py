@@ -732,6 +732,7 @@ def _disable_locked(conn: psycopg.Connection, row: tuple[object, ...], force: bo
             {label: sessions},
         )
     _refuse_if_agents_reach_base(conn, label, schema, str(base_name))
+    _release_from_view_owner(conn, schema, view_name, str(base_name))
     try:
         conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier(schema, view_name)))
     except psycopg.errors.DependentObjectsStillExist as exc:
@@ -757,6 +758,27 @@ def _disable_locked(conn: psycopg.Connection, row: tuple[object, ...], force: bo
     )
     conn.execute("DELETE FROM cowsync.tables WHERE id = %s", (registry_id,))
     return label
+
+
+def _release_from_view_owner(
+    conn: psycopg.Connection, schema: str, view_name: str, base_name: str
+) -> None:
+    """Take back what harden granted the hardened views' owner on the base (reading it
+    and updating a key column), so the table handed back carries none of it."""
+    row = conn.execute(
+        "SELECT s.value FROM cowsync.settings s JOIN pg_catalog.pg_roles r "
+        "ON r.rolname = s.value WHERE s.name = 'view_owner' "
+        "AND r.oid = (SELECT relowner FROM pg_class WHERE oid = %s::regclass)",
+        (sql.Identifier(schema, view_name).as_string(conn),),
+    ).fetchone()
+    if row is None:
+        return
+    # REVOKE on a table takes the role's column privileges on it too.
+    conn.execute(
+        sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(
+            sql.Identifier(schema, base_name), sql.Identifier(row[0])
+        )
+    )
 
 
 # Every privilege a table can carry; the column-level ones count when granted on any column.
