@@ -19,6 +19,7 @@ from .errors import (
     PendingChangesError,
     UnsupportedTableError,
 )
+from .hardening_log import retarget_after_disable
 from .names import (
     BASE_SUFFIX,
     CHANGES_SUFFIX,
@@ -756,6 +757,7 @@ def _disable_locked(conn: psycopg.Connection, row: tuple[object, ...], force: bo
             sql.Identifier(schema, str(base_name)), sql.Identifier(view_name)
         )
     )
+    retarget_after_disable(conn, schema, view_name, str(base_name), str(changes_name))
     conn.execute("DELETE FROM cowsync.tables WHERE id = %s", (registry_id,))
     return label
 

@@ -165,3 +165,16 @@ def test_without_a_fence_a_bound_production_connection_writes_the_table_after_di
     cowsync.disable(fresh_admin, "items", force=True)
     job.execute("UPDATE items SET qty = 71 WHERE id = 1")
     assert fresh_admin.execute("SELECT qty FROM items WHERE id = 1").fetchone() == (71,)
+
+
+def test_unharden_after_disable_gives_the_agents_back_their_rights_on_the_table(
+    fresh_fortress: Fortress, fresh_admin: psycopg.Connection[Any], connect_as: Connect
+) -> None:
+    cowsync.disable(fresh_admin, "items", force=True)
+
+    cowsync.unharden(fresh_admin)  # used to fail: the log named items_base and items_changes
+
+    agent = connect_as(fresh_fortress, fresh_fortress.agent)
+    agent.execute("UPDATE items SET qty = 5 WHERE id = 2")  # the grant the fortress made
+    assert fresh_admin.execute("SELECT qty FROM items WHERE id = 2").fetchone() == (5,)
+    assert fresh_admin.execute("SELECT count(*) FROM cowsync.hardening_log").fetchone() == (0,)
