@@ -501,6 +501,7 @@ def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
                     )
                 )
         issues.extend(_ownership_issues(conn, role, tables))
+        issues.extend(_monitoring_issues(conn, role))
         for (table,) in conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'cowsync' AND c.relkind = 'r' "
@@ -531,6 +532,53 @@ def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
                     f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC, {ident}",
                 )
             )
+    return issues
+
+
+# Predefined roles that let a member read other backends' activity (and so the timing and
+# state of other agents' sessions) or signal them (end another agent's session).
+_MONITORING_ROLES = ("pg_read_all_stats", "pg_monitor", "pg_signal_backend", "pg_read_all_settings")
+# Limits an agent login can lift for itself with ALTER ROLE ... SET (docs/security.md).
+_LIFTABLE_LIMITS = ("statement_timeout", "idle_in_transaction_session_timeout", "lock_timeout")
+
+
+def _monitoring_issues(conn: psycopg.Connection, role: str) -> list[HardeningIssue]:
+    """Memberships in monitoring roles, and per-login settings that turn a limit off."""
+    ident = sql.Identifier(role).as_string(conn)
+    issues = [
+        HardeningIssue(
+            role,
+            f"is a member of {granted}, which shows or ends other backends' sessions",
+            f"REVOKE {granted} FROM {ident}",
+        )
+        for (granted,) in conn.execute(
+            "SELECT r FROM pg_catalog.unnest(%s::text[]) AS r "
+            "WHERE pg_catalog.pg_has_role(%s, r, 'MEMBER')",
+            (list(_MONITORING_ROLES), role),
+        ).fetchall()
+    ]
+    rows = conn.execute(
+        """
+        SELECT l.rolname, split_part(cfg, '=', 1)
+        FROM pg_catalog.pg_roles l
+        JOIN pg_catalog.pg_db_role_setting s ON s.setrole = l.oid
+            AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database
+                                      WHERE datname = pg_catalog.current_database()))
+        CROSS JOIN LATERAL pg_catalog.unnest(s.setconfig) AS cfg
+        WHERE l.rolcanlogin AND pg_catalog.pg_has_role(l.oid, %s, 'MEMBER')
+          AND split_part(cfg, '=', 1) = ANY(%s) AND split_part(cfg, '=', 2) IN ('0', '')
+        ORDER BY 1, 2
+        """,
+        (role, list(_LIFTABLE_LIMITS)),
+    ).fetchall()
+    issues += [
+        HardeningIssue(
+            role,
+            f"login {login} turns {setting} off for itself (a per-role setting)",
+            f"ALTER ROLE {sql.Identifier(login).as_string(conn)} RESET {setting}",
+        )
+        for login, setting in rows
+    ]
     return issues
 
 

@@ -290,3 +290,49 @@ def test_a_trigger_privilege_on_a_view_is_reported(
         "SELECT has_table_privilege(%s, 'public.items', 'TRIGGER')", (fresh_fortress.agent,)
     ).fetchone()
     assert held == (False,) or _issues_of(fresh_admin, fresh_fortress.agent) != []
+
+
+@pytest.mark.parametrize("monitoring", ["pg_read_all_stats", "pg_signal_backend"])
+def test_an_agent_in_a_monitoring_role_is_reported_and_fixed(
+    fresh_fortress: Fortress,
+    fresh_admin: psycopg.Connection[Any],
+    fresh_agent: str,
+    connect_as: Connect,
+    monitoring: str,
+) -> None:
+    fresh_admin.execute(
+        sql.SQL("GRANT {} TO {}").format(sql.Identifier(monitoring), sql.Identifier(fresh_agent))
+    )
+    if monitoring == "pg_read_all_stats":
+        # Why it matters: it sees other agents' backends, their state and timings.
+        agent = connect_as(fresh_fortress, fresh_agent)
+        other = connect_as(fresh_fortress, fresh_fortress.other_agent)
+        seen = agent.execute(
+            "SELECT state FROM pg_stat_activity WHERE pid = %s", (other.info.backend_pid,)
+        ).fetchone()
+        assert seen is not None and seen[0] is not None
+    issues = _issues_of(fresh_admin, fresh_agent)
+    assert any(f"member of {monitoring}" in i.problem for i in issues), issues
+    _fix_until_clean(fresh_admin, fresh_agent)
+    assert cowsync.check_hardening(fresh_admin) == []
+
+
+def test_an_agent_login_that_turned_its_timeouts_off_is_reported_and_fixed(
+    fresh_fortress: Fortress,
+    fresh_admin: psycopg.Connection[Any],
+    fresh_agent: str,
+    connect_as: Connect,
+) -> None:
+    agent = connect_as(fresh_fortress, fresh_agent)
+    agent.execute("ALTER ROLE CURRENT_USER SET statement_timeout = 0")  # what an agent can do
+    agent.execute("ALTER ROLE CURRENT_USER SET idle_in_transaction_session_timeout = 0")
+    agent.close()
+
+    problems = {i.problem for i in _issues_of(fresh_admin, fresh_agent)}
+    assert problems == {
+        f"login {fresh_agent} turns statement_timeout off for itself (a per-role setting)",
+        f"login {fresh_agent} turns idle_in_transaction_session_timeout off for itself "
+        "(a per-role setting)",
+    }
+    _fix_until_clean(fresh_admin, fresh_agent)
+    assert cowsync.check_hardening(fresh_admin) == []
