@@ -42,6 +42,7 @@ from .registry import (
 from .results import CommitResult, Conflict, ConflictPolicy, DiscardResult, ProgressCallback
 from .review_token import (
     IfChanged,
+    ReviewDrift,
     ReviewToken,
     check_drift,
     check_if_changed,
@@ -424,7 +425,9 @@ def discard(
     :class:`DependencyError` unless ``include_dependents=True``.
 
     ``reviewed``, ``if_changed`` and ``wait`` work as for :func:`commit`: with a token,
-    only what the review showed goes; later writes stay (``result.drift``). Once it
+    only what the review showed goes; later writes stay (``result.drift``), and so does
+    all of a key written after the review (by any operation: that write read what the
+    review showed), reported as ``rewritten``. Once it
     returns, no discarded value is visible or committable: an agent statement that read
     one before the discard fails with ``40001`` (retry) instead of writing it back.
     """
@@ -463,10 +466,14 @@ def _discard(
             check_drift(drift, if_changed, "discard")
             result.drift = drift
             if drift:
+                kept: dict[str, int] = {}
                 for t in scope:
-                    removed = _discard_reviewed(conn, t, session_id, ops, token.watermark)
+                    removed, kept[t.label] = _discard_reviewed(
+                        conn, t, session_id, ops, token.watermark
+                    )
                     if removed:
                         result.discarded[t.label] = removed
+                result.drift = _kept_as_rewritten(drift, kept)
                 _forget_empty_operations(conn, session_id, all_tables)
                 return result
         for t in scope:
@@ -496,23 +503,43 @@ def _discard_reviewed(
     session_id: str,
     ops: list[str] | None,
     watermark: int,
-) -> int:
+) -> tuple[int, int]:
     """Delete the rows a review saw (numbered up to ``watermark``) of keys no chosen
-    operation rewrote since; later writes stay, the latest becoming current."""
+    operation wrote since; return (rows deleted, reviewed rows kept).
+
+    A key written after the review stays whole, whichever operation wrote it: that
+    write read what the review showed (the session lock orders a session's writes), so
+    deleting the reviewed rows under it would bring their values back in the later
+    row. Later writes stay, the latest becoming current."""
     op_filter = sql.SQL(" AND {}._cow_operation = ANY(%(ops)s)")
+    c_ops = op_filter.format(sql.Identifier("c")) if ops is not None else sql.SQL("")
+    params = {"sid": session_id, "ops": ops, "wm": watermark}
     removed = conn.execute(
         sql.SQL(
             "DELETE FROM ONLY {changes} AS c WHERE c._cow_session = %(sid)s{c_ops} "
             "AND c._cow_seq <= %(wm)s AND NOT EXISTS (SELECT 1 FROM ONLY {changes} AS s "
-            "WHERE s._cow_session = %(sid)s AND {match}{s_ops} "
-            "AND s._cow_first_seq <= %(wm)s AND s._cow_seq > %(wm)s)"
+            "WHERE s._cow_session = %(sid)s AND {match}{s_ops} AND s._cow_seq > %(wm)s)"
         ).format(
             changes=t.changes,
             match=t.key_match("s", "c"),
-            c_ops=op_filter.format(sql.Identifier("c")) if ops is not None else sql.SQL(""),
+            c_ops=c_ops,
             s_ops=op_filter.format(sql.Identifier("s")) if ops is not None else sql.SQL(""),
         ),
-        {"sid": session_id, "ops": ops, "wm": watermark},
+        params,
     ).rowcount
     restore_current(conn, t, session_id)
-    return removed
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM ONLY {changes} AS c WHERE c._cow_session = %(sid)s{c_ops} "
+            "AND c._cow_first_seq <= %(wm)s"
+        ).format(changes=t.changes, c_ops=c_ops),
+        params,
+    ).fetchone()
+    return removed, row[0] if row else 0
+
+
+def _kept_as_rewritten(drift: list[ReviewDrift], kept: dict[str, int]) -> list[ReviewDrift]:
+    """The drift a discard with a token reports: reviewed rows it kept (their keys were
+    written after the review) are ``rewritten``; ``newer`` rows as measured."""
+    rewritten = [ReviewDrift(label, "rewritten", n) for label, n in sorted(kept.items()) if n]
+    return rewritten + [d for d in drift if d.reason != "rewritten"]
