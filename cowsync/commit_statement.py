@@ -30,11 +30,7 @@ def claim_quiet_session(
     again what the commit forgets (clearing it needlessly costs one registry probe).
     """
     reset = ", pg_catalog.set_config('cowsync.registered', '', true)" if reset_registration else ""
-    row = conn.execute(
-        "SELECT pg_catalog.pg_try_advisory_xact_lock("
-        "pg_catalog.hashtextextended('cowsync session ' || %s, 0))" + reset,
-        (session_id,),
-    ).fetchone()
+    row = conn.execute("SELECT cowsync.lock_session(%s, false)" + reset, (session_id,)).fetchone()
     return bool(row and row[0])
 
 

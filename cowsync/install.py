@@ -30,8 +30,9 @@ from .names import (
 )
 from .search_path import pinned_search_path
 
-ENGINE_VERSION = 2
-_DEPLOY_LOCK = 0x636F7773  # "cows": serialises deploy/enable/disable across sessions
+ENGINE_VERSION = 3
+# Serialises the first deploy of a database, before cowsync.engine exists ("cows").
+_FIRST_DEPLOY_LOCK = 0x636F7773
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,19 @@ class DisableSchemaResult:
 
 
 def _lock(conn: psycopg.Connection) -> None:
-    conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (_DEPLOY_LOCK,))
+    """Serialise deploy, enable, disable, harden and alter across connections, until the
+    transaction ends.
+
+    A lock on the registry's ``cowsync.engine`` table, which only roles holding a
+    privilege on it can take (agents hold none), not an advisory lock: any role can take
+    an advisory lock's key and keep it while connected. Plain reads of the table do not
+    wait. The very first deploy, before the table exists, takes an advisory lock.
+    """
+    row = conn.execute("SELECT pg_catalog.to_regclass('cowsync.engine') IS NOT NULL").fetchone()
+    if row and row[0]:
+        conn.execute("LOCK TABLE cowsync.engine IN EXCLUSIVE MODE")
+    else:
+        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (_FIRST_DEPLOY_LOCK,))
 
 
 def installed_version(conn: psycopg.Connection) -> int | None:
@@ -153,6 +166,8 @@ def deploy(conn: psycopg.Connection, config: CowConfig | None = None) -> DeployR
                     conn.execute(sqlfiles.read(name))
             conn.execute(sqlfiles.read("engine_functions.sql"))
             _install_ddl_guard(conn)
+            if previous is not None and is_hardened(conn):
+                restrict_engine_functions(conn)
         if previous is None:
             conn.cursor().executemany(
                 "INSERT INTO cowsync.settings (name, value) VALUES (%s, %s) "
@@ -172,6 +187,23 @@ def deploy(conn: psycopg.Connection, config: CowConfig | None = None) -> DeployR
             conn.execute("UPDATE cowsync.tables SET engine_version = %s", (ENGINE_VERSION,))
         conn.execute("INSERT INTO cowsync.engine (version) VALUES (%s)", (ENGINE_VERSION,))
     return DeployResult(ENGINE_VERSION, previous, changed=True)
+
+
+def restrict_engine_functions(conn: psycopg.Connection) -> None:
+    """Functions of the engine: only the owner and reviewers may call them, but everyone
+    the two the views call. Applied by harden, and by deploy to the functions an upgrade
+    of a hardened database adds (which PostgreSQL makes executable by PUBLIC)."""
+    conn.execute("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA cowsync FROM PUBLIC")
+    conn.execute("GRANT EXECUTE ON FUNCTION cowsync.current_session(text) TO PUBLIC")
+    conn.execute("GRANT EXECUTE ON FUNCTION cowsync.is_agent() TO PUBLIC")
+    for (reviewer,) in conn.execute(
+        "SELECT role_name FROM cowsync.roles WHERE kind = 'reviewer' ORDER BY 1"
+    ).fetchall():
+        conn.execute(
+            sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA cowsync TO {}").format(
+                sql.Identifier(reviewer)
+            )
+        )
 
 
 def _install_ddl_guard(conn: psycopg.Connection) -> None:

@@ -1,9 +1,13 @@
 """The session's write lock, taken by everything that changes a session.
 
 Agent writes (the view's trigger), commit, discard and seal all take one
-transaction-scoped advisory lock per session, so they behave as if they ran one
-after another: a commit or discard never works on a state an agent transaction is
-still changing, and an agent write that waited for one re-reads what it left.
+transaction-scoped lock per session, so they behave as if they ran one after another:
+a commit or discard never works on a state an agent transaction is still changing,
+and an agent write that waited for one re-reads what it left.
+
+The lock is a row lock that only the engine's ``cowsync.lock_session`` takes
+(cowsync/sql/engine_functions.sql), not an advisory lock: any role can see every
+advisory lock's key in ``pg_locks`` and take it, so it could block a session forever.
 """
 
 from __future__ import annotations
@@ -14,8 +18,7 @@ from psycopg import sql
 from .errors import SessionBusyError, SessionNotFoundError
 from .registry import EnabledTable
 
-# The same key the trigger computes (cowsync/sql/table_trigger.sql).
-_KEY = "pg_catalog.hashtextextended('cowsync session ' || %(sid)s, 0)"
+_LOCK = "SELECT cowsync.lock_session(%(sid)s, %(wait)s)"
 
 
 def lock_session(conn: psycopg.Connection, session_id: str, wait: float | None) -> None:
@@ -24,11 +27,10 @@ def lock_session(conn: psycopg.Connection, session_id: str, wait: float | None) 
     ``wait`` is how many seconds to wait for a transaction of the session that holds it
     (``None``: as long as it takes); past it, :class:`SessionBusyError`.
     """
-    params = {"sid": session_id}
     if wait is None:
-        conn.execute(f"SELECT pg_catalog.pg_advisory_xact_lock({_KEY})", params)
+        conn.execute(_LOCK, {"sid": session_id, "wait": True})
         return
-    row = conn.execute(f"SELECT pg_catalog.pg_try_advisory_xact_lock({_KEY})", params).fetchone()
+    row = conn.execute(_LOCK, {"sid": session_id, "wait": False}).fetchone()
     if row and row[0]:
         return
     if wait > 0:
@@ -39,7 +41,7 @@ def lock_session(conn: psycopg.Connection, session_id: str, wait: float | None) 
                     "SELECT pg_catalog.set_config('lock_timeout', %(ms)s, true)",
                     {"ms": f"{max(1, int(wait * 1000))}ms"},
                 )
-                conn.execute(f"SELECT pg_catalog.pg_advisory_xact_lock({_KEY})", params)
+                conn.execute(_LOCK, {"sid": session_id, "wait": True})
                 conn.execute(
                     "SELECT pg_catalog.set_config('lock_timeout', %(old)s, true)",
                     {"old": previous[0] if previous else "0"},
@@ -47,14 +49,8 @@ def lock_session(conn: psycopg.Connection, session_id: str, wait: float | None) 
             return
         except psycopg.errors.LockNotAvailable:
             pass
-    holder = conn.execute(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-        "AND database = (SELECT oid FROM pg_database "
-        "                WHERE datname = pg_catalog.current_database()) "
-        f"AND ((classid::bigint << 32) | objid::bigint) = {_KEY} LIMIT 1",
-        params,
-    ).fetchone()
-    who = f"backend {holder[0]}" if holder else "another transaction"
+    holder = conn.execute("SELECT cowsync.session_lock_holder(%s)", (session_id,)).fetchone()
+    who = f"backend {holder[0]}" if holder and holder[0] is not None else "another transaction"
     raise SessionBusyError(
         f"session {session_id!r} is busy: {who} holds its write lock (an agent transaction "
         f"in progress, or another commit or discard) and did not let go within {wait:g} s. "

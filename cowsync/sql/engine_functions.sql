@@ -156,6 +156,128 @@ BEGIN
 END
 $fn$;
 
+-- Takes the session's write lock until the transaction ends; agent writes (the view's
+-- trigger, for every row), commit, discard, seal and previews all take it, so they
+-- behave as if they ran one after another. It is a row lock on the session's row of
+-- cowsync.session_locks, inserted on first use: a row this transaction inserted is its
+-- own until it ends (a concurrent insert of the same row waits for it). Waits honour
+-- lock_timeout and the deadlock detector, like any row lock. With p_wait false it
+-- returns false at once when another transaction holds the lock, or is inserting the
+-- session's row: a row not yet committed is invisible, so whoever inserts one also
+-- takes a transaction-scoped advisory lock on the session as a marker, never waited for
+-- (a role holding that key can only make a no-wait attempt on a session with no row
+-- report it busy, or wait a millisecond).
+--
+-- Not an advisory lock: pg_locks shows every role the keys of the advisory locks any
+-- backend holds, and any role may take any key and keep it while connected, so an
+-- agent could block every session whose lock it once saw. Rows of session_locks are
+-- locked only here (SECURITY DEFINER; no other role has a privilege on the table, and
+-- harden revokes EXECUTE from PUBLIC), and pg_locks does not list row locks.
+CREATE OR REPLACE FUNCTION cowsync.lock_session(p_session text, p_wait boolean)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    waits text;
+    inserted boolean;
+    marked boolean;
+BEGIN
+    LOOP
+        IF p_wait THEN
+            PERFORM 1 FROM cowsync.session_locks l WHERE l.session_id = p_session FOR UPDATE;
+            IF FOUND THEN
+                RETURN true;
+            END IF;
+        ELSE
+            PERFORM 1 FROM cowsync.session_locks l WHERE l.session_id = p_session
+                FOR UPDATE SKIP LOCKED;
+            IF FOUND THEN
+                RETURN true;
+            ELSIF EXISTS (SELECT 1 FROM cowsync.session_locks l
+                          WHERE l.session_id = p_session) THEN
+                RETURN false;
+            END IF;
+        END IF;
+        -- No row: the session's first lock, or its row went with its registry entry
+        -- (a commit or discard this transaction waited for). Insert it, or, when another
+        -- transaction inserted it meanwhile, lock that one: the insert waits for that
+        -- transaction, which holds the lock until it ends (not waiting: at once).
+        marked := pg_catalog.pg_try_advisory_xact_lock(
+            pg_catalog.hashtextextended('cowsync session row ' || p_session, 0));
+        IF NOT (p_wait OR marked) THEN
+            RETURN false;
+        END IF;
+        IF p_wait THEN
+            INSERT INTO cowsync.session_locks AS l (session_id) VALUES (p_session)
+                ON CONFLICT (session_id) DO NOTHING;
+            inserted := FOUND;
+        ELSE
+            waits := pg_catalog.current_setting('lock_timeout');
+            BEGIN
+                PERFORM pg_catalog.set_config('lock_timeout', '1ms', true);
+                INSERT INTO cowsync.session_locks AS l (session_id) VALUES (p_session)
+                    ON CONFLICT (session_id) DO NOTHING;
+                inserted := FOUND;
+                PERFORM pg_catalog.set_config('lock_timeout', waits, true);
+            EXCEPTION WHEN lock_not_available THEN
+                RETURN false;  -- the rollback of this block restored lock_timeout
+            END;
+        END IF;
+        IF inserted THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+END
+$fn$;
+
+-- The backend whose transaction holds the session's write lock (NULL when none does):
+-- what SessionBusyError names. The row's xmax is the locking transaction (or
+-- subtransaction), whose lock on its own id pg_locks lists; a transaction inserting the
+-- session's row holds the marker lock_session takes.
+CREATE OR REPLACE FUNCTION cowsync.session_lock_holder(p_session text)
+RETURNS integer
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT coalesce(
+        (SELECT k.pid FROM cowsync.session_locks l
+         JOIN pg_catalog.pg_locks k ON k.locktype = 'transactionid'
+                                    AND k.transactionid = l.xmax
+                                    AND k.mode = 'ExclusiveLock' AND k.granted
+         WHERE l.session_id = p_session
+         LIMIT 1),
+        (SELECT k.pid FROM pg_catalog.pg_locks k
+         WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 1
+           AND k.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                             WHERE d.datname = pg_catalog.current_database())
+           AND ((k.classid::int8 << 32) | k.objid::int8)
+               = pg_catalog.hashtextextended('cowsync session row ' || p_session, 0)
+           AND k.pid <> pg_catalog.pg_backend_pid()
+         LIMIT 1))
+$fn$;
+
+-- A session's lock row goes with its registry entry (after a commit or discard, for
+-- dropped previews). The deleting transaction holds the lock or waits for it.
+CREATE OR REPLACE FUNCTION cowsync.forget_session_lock()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    DELETE FROM cowsync.session_locks l WHERE l.session_id = OLD.session_id;
+    RETURN NULL;
+END
+$fn$;
+
+DROP TRIGGER IF EXISTS forget_session_lock ON cowsync.sessions;
+CREATE TRIGGER forget_session_lock AFTER DELETE ON cowsync.sessions
+    FOR EACH ROW EXECUTE FUNCTION cowsync.forget_session_lock();
+
 -- Session and operation ids: bounded and printable (as cowsync.config checks in Python).
 CREATE OR REPLACE FUNCTION cowsync.check_ids(p_session text, p_operation text)
 RETURNS void
@@ -242,7 +364,7 @@ BEGIN
         RETURN p_session;
     END IF;
     preview_id := p_session || '~preview~' || pg_catalog.md5(p_operations);
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(preview_id));
+    PERFORM cowsync.lock_session(preview_id, true);
     INSERT INTO cowsync.sessions (session_id, preview_of) VALUES (preview_id, p_session)
         ON CONFLICT (session_id) DO NOTHING;
     FOR t IN SELECT * FROM cowsync.tables ORDER BY id LOOP

@@ -101,15 +101,18 @@ BEGIN
     _cow_v_op := coalesce(nullif(pg_catalog.current_setting({operation_variable}, true), ''),
                           {default_operation});
     -- A session's writing transactions take turns: one transaction-scoped lock per
-    -- session (taken again by every row, which costs a local lookup, never another
-    -- lock slot), so each write re-reads the key's current row with no race. Commit,
-    -- discard and seal take it too. Taken before the registry is touched, so a write
-    -- waiting for a commit holds nothing the commit's cleanup needs.
+    -- session (cowsync.lock_session, a row lock no other role can take; taken again by
+    -- every row, which finds it held), so each write re-reads the key's current row with
+    -- no race. Commit, discard and seal take it too. Taken before the registry is
+    -- touched, so a write waiting for a commit holds nothing the commit's cleanup needs.
     -- Never wait for a row lock while holding it: another transaction of the session
     -- holding the row FOR UPDATE would then wait for this lock, a deadlock. A locked
     -- current row is a 40001 instead (below).
-    PERFORM pg_catalog.pg_advisory_xact_lock(
-        pg_catalog.hashtextextended('cowsync session ' || _cow_v_sid, 0));
+    PERFORM 1 FROM cowsync.session_locks AS _cow_l WHERE _cow_l.session_id = _cow_v_sid
+        FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM cowsync.lock_session(_cow_v_sid, true);  -- the session's first lock
+    END IF;
     PERFORM {register_write}(_cow_v_sid, _cow_v_op);
 
     IF TG_OP = 'INSERT' THEN
