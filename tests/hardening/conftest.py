@@ -142,3 +142,15 @@ def connect_as() -> Iterator[Callable[[Fortress, str], psycopg.Connection[Any]]]
     finally:
         for conn in opened:
             conn.close()
+
+
+@pytest.fixture
+def strict_fortress(fresh_fortress: Fortress, fresh_admin: psycopg.Connection[Any]) -> Fortress:
+    """A fresh fortress hardened again, now with ``read_requires_session``."""
+    cowsync.harden(
+        fresh_admin,
+        agent_roles=[fresh_fortress.agent, fresh_fortress.other_agent],
+        reviewer_roles=[fresh_fortress.reviewer],
+        read_requires_session=True,
+    )
+    return fresh_fortress

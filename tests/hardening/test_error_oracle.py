@@ -16,7 +16,6 @@ from typing import Any
 import psycopg
 import pytest
 
-import cowsync
 from tests.hardening._fortress import Fortress
 
 Connect = Callable[[Fortress, str], psycopg.Connection[Any]]
@@ -49,17 +48,6 @@ def test_binding_another_roles_session_is_refused_whatever_the_where_clause(
     agent = connect_as(fortress, fortress.agent)
     agent.execute("SELECT set_config('app.session_id', %s, false)", (fortress.victim_session,))
     assert _outcome(agent, hit) == _outcome(agent, miss) == ("error", "42501")
-
-
-@pytest.fixture
-def strict_fortress(fresh_fortress: Fortress, fresh_admin: psycopg.Connection[Any]) -> Fortress:
-    cowsync.harden(
-        fresh_admin,
-        agent_roles=[fresh_fortress.agent, fresh_fortress.other_agent],
-        reviewer_roles=[fresh_fortress.reviewer],
-        read_requires_session=True,
-    )
-    return fresh_fortress
 
 
 @pytest.mark.parametrize(("hit", "miss"), GUESSES)

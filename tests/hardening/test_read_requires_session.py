@@ -14,18 +14,6 @@ from tests.hardening._fortress import Fortress, refused
 Connect = Callable[[Fortress, str], psycopg.Connection[Any]]
 
 
-@pytest.fixture
-def strict_fortress(fresh_fortress: Fortress, fresh_admin: psycopg.Connection[Any]) -> Fortress:
-    """A fresh fortress hardened again, now with ``read_requires_session``."""
-    cowsync.harden(
-        fresh_admin,
-        agent_roles=[fresh_fortress.agent, fresh_fortress.other_agent],
-        reviewer_roles=[fresh_fortress.reviewer],
-        read_requires_session=True,
-    )
-    return fresh_fortress
-
-
 def test_agent_read_with_no_session_is_refused(
     strict_fortress: Fortress, connect_as: Connect
 ) -> None:
