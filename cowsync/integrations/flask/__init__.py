@@ -7,7 +7,7 @@
   ``cow.connection()`` and ``cow.session()``;
 * :mod:`.settings`: the ``COWSYNC_*`` configuration keys;
 * :mod:`.sqlalchemy_binding`: SQLAlchemy engines (Flask-SQLAlchemy or plain) whose pooled
-  connections follow the binding (``pip install "cowsync[flask,sqlalchemy]"``);
+  connections follow the binding (the ``sqlalchemy`` extra);
 * :mod:`.cli`: ``flask cowsync <command>``, cowsync's review commands on the app's database.
 
 See docs/flask.md.
