@@ -658,9 +658,13 @@ def demo(
     cli = cli if isinstance(cli, CliContext) else CliContext.from_dsn(None)
     if interactive and not cli.interactive:
         raise CliError("--interactive needs a terminal to ask on")
+    if dsn is None:
+        # cli.dsn is "" when only libpq's variables (PGHOST...) were set: those are libpq's
+        # defaults, which the demo may fall back from; a DSN given explicitly is not.
+        dsn = cli.dsn or None
     run_demo(
         cli.console,
-        dsn=dsn if dsn is not None else cli.dsn,
+        dsn=dsn,
         schema=schema,
         keep=keep,
         interactive=interactive,

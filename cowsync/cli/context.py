@@ -24,7 +24,7 @@ from .errors import CliError
 
 DSN_ENVIRONMENT = ("COWSYNC_DSN", "DATABASE_URL")
 # libpq reads these itself; when one is set an empty DSN is a real choice, not an omission.
-_LIBPQ_ENVIRONMENT = ("PGHOST", "PGHOSTADDR", "PGDATABASE", "PGSERVICE", "PGPORT", "PGUSER")
+LIBPQ_ENVIRONMENT = ("PGHOST", "PGHOSTADDR", "PGDATABASE", "PGSERVICE", "PGPORT", "PGUSER")
 _CONNECT_TIMEOUT = 10
 # SQLAlchemy-style URLs (postgresql+psycopg://) are common in DATABASE_URL.
 _DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+[a-z0-9_]+://", re.IGNORECASE)
@@ -48,7 +48,7 @@ def dsn_from_environment() -> str | None:
 
 def libpq_environment_set() -> bool:
     """True when libpq's own variables (PGHOST, PGDATABASE, ...) say where to connect."""
-    return any(os.environ.get(name) for name in _LIBPQ_ENVIRONMENT)
+    return any(os.environ.get(name) for name in LIBPQ_ENVIRONMENT)
 
 
 def open_connection(dsn: str) -> psycopg.Connection[Any]:

@@ -138,4 +138,5 @@ def test_interactive_demo_needs_a_terminal(invoke: Invoke) -> None:
 def test_demo_on_an_unreachable_dsn_is_a_user_error(invoke: Invoke, bad: str) -> None:
     result = invoke("demo", "--dsn", bad)
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: cannot use the database")
+    assert result.stderr.startswith("error: cannot reach the database given for the demo")
+    assert "--embedded" in result.stderr

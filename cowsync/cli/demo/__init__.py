@@ -29,11 +29,15 @@ def run_demo(
 ) -> DemoOutcome:
     """Find (or start) a server, then run the story in a fresh ``schema`` there.
 
-    ``dsn`` None tries libpq's defaults, then an embedded server; ``embedded`` skips
+    ``dsn`` None tries libpq's defaults, then (saying why) an embedded server; a ``dsn``
+    that does not answer is an error that suggests ``--embedded``; ``embedded`` skips
     straight to the embedded one. ``keep`` leaves the schema in place (not possible on
     an embedded server, which is removed when the demo ends).
     """
-    with demo_server(dsn, embedded=embedded) as server:
+    def note(line: str) -> None:
+        console.print(Text(line, style="yellow"))
+
+    with demo_server(dsn, embedded=embedded, note=note) as server:
         console.print(Text(f"cowsync demo: using {server.description}", style="bold"))
         if keep and server.embedded:
             console.print("(--keep has no effect on the embedded server, which is removed after)")

