@@ -44,6 +44,10 @@ class UniqueCheck:
     name: str  # the constraint's name, else the index's: what PostgreSQL reports
     index_name: str
     expressions: tuple[str, ...]  # column names or index expressions, as the catalog prints them
+    # Each element's bare column name (pg_attribute.attname, unquoted), None for an
+    # expression: ``expressions`` prints a name that needs quoting quoted ("rAnK"), so
+    # only these may go into sql.Identifier.
+    columns: tuple[str | None, ...]
     predicate: str | None  # partial index predicate
     nulls_not_distinct: bool
     plain_columns: bool  # every expression is a bare column
@@ -122,7 +126,12 @@ def unique_checks(
         """
         SELECT ic.relname, coalesce(con.conname, ic.relname),
                ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true)
-                     FROM generate_series(1, i.indnkeyatts) AS k),
+                     FROM generate_series(1, i.indnkeyatts) AS k ORDER BY k),
+               ARRAY(SELECT a.attname::text FROM generate_series(1, i.indnkeyatts) AS k
+                     LEFT JOIN pg_attribute a
+                            ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k - 1]
+                            AND i.indkey[k - 1] <> 0
+                     ORDER BY k),
                pg_get_expr(i.indpred, i.indrelid),
                coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false),
                i.indexprs IS NULL,
@@ -142,12 +151,13 @@ def unique_checks(
             name,
             index_name,
             tuple(exprs),
+            tuple(columns),
             pred,
             bool(nnd),
             bool(plain),
             tuple((schema, op) for schema, op in operators),
         )
-        for index_name, name, exprs, pred, nnd, plain, operators in rows
+        for index_name, name, exprs, columns, pred, nnd, plain, operators in rows
         if name != key_constraint and index_name != key_constraint
     ]
 

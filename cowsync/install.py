@@ -652,8 +652,14 @@ def enable_schema(
     """Enable every eligible plain table of ``schema``.
 
     Tables named in ``exclude``, already enabled, or not eligible (no key, a
-    partition, ...) are listed in ``skipped`` with the reason. All enabling happens
-    in one transaction.
+    partition, ...) are listed in ``skipped`` with the reason; so is a table whose
+    enabling the database refused (the error's SQLSTATE and message): each table is
+    enabled in a savepoint, so one that cannot be enabled never stops the others. All
+    enabling happens in one transaction. A lost connection, a cancelled statement or a
+    timeout (:class:`psycopg.OperationalError`) still raises.
+
+    >>> cowsync.enable_schema(conn, "public").skipped  # doctest: +SKIP
+    {'public.audit': 'public.audit has no primary key ...'}
     """
     excluded = set(exclude)
     result = EnableSchemaResult()
@@ -703,10 +709,22 @@ def enable_schema(
                     _enable_locked(conn, TableName(schema, relname), config)
             except (UnsupportedTableError, InvalidNameError) as exc:
                 result.skipped[label] = str(exc)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.DatabaseError as exc:
+                result.skipped[label] = refusal_reason(exc)
             else:
                 result.enabled.append(label)
         _refresh_triggers(conn, config)
     return result
+
+
+def refusal_reason(exc: psycopg.DatabaseError) -> str:
+    """Why the database refused to enable a table, as ``EnableSchemaResult.skipped`` says it."""
+    message = exc.diag.message_primary or str(exc)
+    if exc.diag.message_detail:
+        message += f" ({exc.diag.message_detail})"
+    return f"the database refused to enable it ({exc.sqlstate}): {' '.join(message.split())}"
 
 
 def _pending(conn: psycopg.Connection, changes: sql.Identifier) -> list[str]:

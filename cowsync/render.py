@@ -182,10 +182,20 @@ def changes_key_indexes(layout: TableLayout) -> list[sql.Composed]:
     ]
 
 
+def _index_element(expression: str, column: str | None, alias: str | None = None) -> sql.Composable:
+    """One element of a unique index or EXCLUDE constraint as SQL: a bare column by its
+    catalog name (qualified by ``alias``, so no PL/pgSQL variable can shadow it), an
+    expression as the catalog prints it. The printed form of a column is already quoted
+    where it needs to be ("rAnK"), so it must never go into sql.Identifier."""
+    if column is not None:
+        return sql.Identifier(alias, column) if alias else sql.Identifier(column)
+    return sql.SQL("({})").format(sql.SQL(expression))
+
+
 def _index_expressions(check: UniqueCheck) -> sql.Composable:
-    if check.plain_columns:
-        return _ident_list(check.expressions)
-    return sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(e)) for e in check.expressions)
+    return sql.SQL(", ").join(
+        _index_element(e, c) for e, c in zip(check.expressions, check.columns, strict=True)
+    )
 
 
 def _named_index(
@@ -361,10 +371,8 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, skip: bool) -> sql.Co
         raise ValueError(f"no equality operator for every column of index {check.index_name}")
     fields = [sql.Identifier("_cow_v_row", f"u{i}") for i in range(n)]
     compare = _same if check.nulls_not_distinct else _equal
-    existing: list[sql.Composable] = [
-        sql.Identifier("_cow_u", e) if check.plain_columns else sql.SQL("({})").format(sql.SQL(e))
-        for e in check.expressions
-    ]
+    elements = list(zip(check.expressions, check.columns, strict=True))
+    existing = [_index_element(e, c, "_cow_u") for e, c in elements]
     matches = sql.SQL(" AND ").join(
         compare(value, op, field) for value, op, field in zip(existing, check.operators, fields)
     )
@@ -397,13 +405,8 @@ def _unique_check(layout: TableLayout, check: UniqueCheck, skip: bool) -> sql.Co
         layout,
     )
     select_list = sql.SQL(", ").join(
-        sql.SQL("{} AS {}").format(
-            sql.Identifier("_cow_n", e)
-            if check.plain_columns
-            else sql.SQL("({})").format(sql.SQL(e)),
-            sql.Identifier(f"u{i}"),
-        )
-        for i, e in enumerate(check.expressions)
+        sql.SQL("{} AS {}").format(_index_element(e, c, "_cow_n"), sql.Identifier(f"u{i}"))
+        for i, (e, c) in enumerate(elements)
     )
     return sql.SQL(
         "SELECT {select_list} INTO _cow_v_row FROM (SELECT new.*) AS _cow_n{predicate};\n"
@@ -431,10 +434,7 @@ def _exclusion_index(layout: TableLayout, check: ExclusionCheck) -> tuple[str, s
     column predicate, so ``_cow_session`` in this index would not narrow the scan.
     """
     elements = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(
-            sql.Identifier(column) if column is not None else sql.SQL("({})").format(sql.SQL(expr)),
-            sql.Identifier(*opclass),
-        )
+        sql.SQL("{} {}").format(_index_element(expr, column), sql.Identifier(*opclass))
         for expr, column, opclass in zip(check.expressions, check.columns, check.opclasses)
     )
     definition = sql.SQL("USING {} ({}){}").format(
@@ -472,17 +472,11 @@ def _exclusion_check(
         )
     fields = [sql.Identifier("_cow_v_row", f"x{i}") for i in range(len(check.expressions))]
 
-    def element(alias: str, expr: str, column: str | None) -> sql.Composable:
-        # Bare columns are qualified, so no PL/pgSQL variable can shadow them.
-        if column is not None:
-            return sql.Identifier(alias, column)
-        return sql.SQL("({})").format(sql.SQL(expr))
-
     select_list = sql.SQL(", ").join(
-        sql.SQL("{} AS {}").format(element("_cow_n", e, c), sql.Identifier(f"x{i}"))
+        sql.SQL("{} AS {}").format(_index_element(e, c, "_cow_n"), sql.Identifier(f"x{i}"))
         for i, (e, c) in enumerate(zip(check.expressions, check.columns))
     )
-    existing = [element("_cow_x", e, c) for e, c in zip(check.expressions, check.columns)]
+    existing = [_index_element(e, c, "_cow_x") for e, c in zip(check.expressions, check.columns)]
     conflicts = sql.SQL(" AND ").join(
         sql.SQL("{} {} {}").format(x, _operator(*op), field)
         for x, op, field in zip(existing, check.operators, fields)

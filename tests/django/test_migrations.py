@@ -173,3 +173,36 @@ def test_sequence_reset_moves_past_session_keys(enabled_db: DjangoDb) -> None:
     for statement in connection.ops.sequence_reset_sql(no_style(), [Warehouse]):
         sql(statement)
     assert Warehouse.objects.create(code="next").pk == 41
+
+
+def test_a_table_that_cannot_be_enabled_never_makes_migrate_fail(deployed_db: DjangoDb) -> None:
+    """With every model chosen, a table the database refuses to enable (here an event
+    trigger refuses Crate's change store) is skipped with a warning saying why; migrate
+    finishes and the other tables are enabled."""
+    from cowsync.integrations.django.migrate_hook import TableSkippedWarning
+
+    sql(
+        """
+        CREATE FUNCTION refuse_crate() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
+                       WHERE object_identity = 'public.migrapp_crate_changes') THEN
+                RAISE EXCEPTION 'no change store for crates';
+            END IF;
+        END $$;
+        CREATE EVENT TRIGGER refuse_crate ON ddl_command_end EXECUTE FUNCTION refuse_crate();
+        SELECT 1
+        """
+    )
+    settings = {"MODELS": ["__all__"], "ENABLE_AFTER_MIGRATE": True}
+    with override_settings(COWSYNC=settings), pytest.warns(TableSkippedWarning) as caught:
+        migrate("0001")
+    assert [str(w.message) for w in caught] == [
+        "cowsync: did not enable migrapp_crate on database 'default': the database "
+        "refused to enable it (P0001): no change store for crates"
+    ]
+    assert enabled_tables(deployed_db) == ["migrapp_box"]
+    assert "public.testapp_product" in {t.table for t in cowsync.status(deployed_db.raw)}
+    assert sql("SELECT relkind FROM pg_class WHERE relname = 'migrapp_crate'") == [("r",)]
+    sql("INSERT INTO migrapp_crate (code) VALUES ('c-1')")
+    assert deployed_db.production("SELECT code FROM migrapp_crate") == [("c-1",)]

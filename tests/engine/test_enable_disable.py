@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 
@@ -374,6 +376,58 @@ def test_enable_schema_enables_eligible_tables_and_says_why_it_skipped_others(
     again = cowsync.enable_schema(conn, "public", exclude=["skipme"])
     assert again.enabled == []
     assert again.skipped["public.alpha"] == "already enabled"
+
+
+def test_enable_schema_skips_a_table_the_database_refuses_and_enables_the_others(
+    conn, make_table, catalog_snapshot
+):
+    """A refusal from the database itself (here an event trigger refusing one change
+    store) skips that table with the reason; the tables before and after it are enabled
+    and the refused one is left exactly as it was."""
+    make_table(name="alpha", rows=2)
+    make_table(name="refused", rows=2)
+    make_table(name="zeta", rows=2)
+    make_table(name="nokey", shape="no_key", rows=2)
+    conn.execute(
+        """
+        CREATE FUNCTION refuse_change_store() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
+                       WHERE object_identity = 'public.refused_changes') THEN
+                RAISE EXCEPTION 'no change store for refused' USING ERRCODE = 'P0001';
+            END IF;
+        END $$;
+        CREATE EVENT TRIGGER refuse_change_store ON ddl_command_end
+            EXECUTE FUNCTION refuse_change_store();
+        """
+    )
+    cowsync.deploy(conn)
+
+    def refused_objects() -> dict[str, Any]:
+        snapshot = catalog_snapshot(conn, "public")
+        return {
+            part: {name: value for name, value in entries.items() if "refused" in name}
+            for part, entries in snapshot.items()
+        }
+
+    before = refused_objects()
+    assert before["relations"] and before["data"]
+
+    result = cowsync.enable_schema(conn, "public")
+
+    assert result.enabled == ["public.alpha", "public.zeta"]
+    assert set(result.skipped) == {"public.nokey", "public.refused"}
+    assert result.skipped["public.refused"] == (
+        "the database refused to enable it (P0001): no change store for refused"
+    )
+    assert "primary key" in result.skipped["public.nokey"]
+    assert relkind(conn, "public.refused") == "r"
+    assert refused_objects() == before
+    assert {s.table for s in cowsync.status(conn)} == {"public.alpha", "public.zeta"}
+    with cowsync.session(conn, "s1"):
+        conn.execute("UPDATE zeta SET qty = 5 WHERE id = 1")
+    assert fetch(conn, "SELECT qty FROM zeta WHERE id = 1") == [(1,)]
+    conn.execute("DROP EVENT TRIGGER refuse_change_store")
 
 
 def test_disable_schema_restores_every_table(conn, make_table, catalog_snapshot):
