@@ -333,3 +333,42 @@ def test_a_raw_begin_in_a_session_does_not_carry_it_past_the_binding(
         cursor.execute("INSERT INTO testapp_tag (name) VALUES ('production')")
         cursor.execute("COMMIT")
     assert enabled_db.production("SELECT name FROM testapp_tag") == [("production",)]
+
+
+def test_upsert_on_a_partial_unique_index_is_refused_as_on_a_table(deployed_db: DjangoDb) -> None:
+    """PostgreSQL infers no arbiter from a partial unique index when ON CONFLICT has no
+    WHERE (Django writes none): 42P10 on the table, so on an enabled table too, in and
+    out of a session. A full unique index over the same columns is an arbiter."""
+    from django.db import DatabaseError
+
+    deployed_db.raw.execute(
+        "CREATE UNIQUE INDEX product_active_name ON testapp_product (name) WHERE active"
+    )
+
+    def upsert(name: str, price: int) -> Any:
+        try:
+            with transaction.atomic():
+                Product.objects.bulk_create(
+                    [Product(sku=f"sku-{price}", name=name, price=price)],
+                    update_conflicts=True,
+                    unique_fields=["name"],
+                    update_fields=["price"],
+                )
+        except DatabaseError as exc:
+            return type(exc).__name__, getattr(exc.__cause__, "sqlstate", None)
+        return sorted(Product.objects.values_list("name", "price"))
+
+    refused = ("ProgrammingError", "42P10")
+    assert upsert("Lamp", 1) == refused  # a plain table
+    cowsync.enable(deployed_db.raw, "testapp_product")
+    assert upsert("Lamp", 2) == refused
+    with cow_session("s1"):
+        assert upsert("Lamp", 3) == refused
+    deployed_db.raw.execute("CREATE UNIQUE INDEX product_name ON testapp_product_base (name)")
+    cowsync.refresh(deployed_db.raw, "testapp_product")
+    assert upsert("Lamp", 4) == [("Lamp", Decimal(4))]
+    with cow_session("s1"):
+        assert upsert("Lamp", 5) == [("Lamp", Decimal(5))]
+    assert deployed_db.production("SELECT name, price FROM testapp_product") == [
+        ("Lamp", Decimal(4))
+    ]

@@ -18,7 +18,7 @@ from typing import Any
 import django
 import pytest
 from django.core.management.color import no_style
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, F, ProtectedError, Sum
 
 import cowsync
@@ -189,6 +189,38 @@ def bulk_create_update_conflicts() -> Any:
     return keys_match, rows
 
 
+def bulk_create_update_conflicts_needs_a_unique_constraint() -> Any:
+    """unique_fields must be exactly the columns of a unique constraint (in any order):
+    a non-unique column or a superset is refused with 42P10 as on a table, never turned
+    into an update of every row that shares the value."""
+    outcomes: list[Any] = []
+    for model, objs, unique, update in [
+        (Product, [Product(sku="new", name="Chair", price=1)], ["name"], ["price"]),
+        (Product, [Product(sku="chair", name="Chair", price=1)], ["sku", "name"], ["price"]),
+        (Stock, [Stock(product_id=1, warehouse_id=1, quantity=5)], ["product"], ["quantity"]),
+        (
+            Stock,
+            [Stock(product_id=1, warehouse_id=1, quantity=6)],
+            ["warehouse", "product"],
+            ["quantity"],
+        ),
+        (Product, [Product(sku="mug", name="Mug 3", price=9)], ["sku"], ["name", "price"]),
+    ]:
+        try:
+            with transaction.atomic():
+                model.objects.bulk_create(
+                    objs, update_conflicts=True, unique_fields=unique, update_fields=update
+                )
+        except DatabaseError as exc:
+            cause = exc.__cause__
+            outcomes.append(
+                (type(exc).__name__, getattr(cause, "sqlstate", None), str(cause).strip())
+            )
+        else:
+            outcomes.append("ok")
+    return outcomes, snapshot()
+
+
 def bulk_create_ignore_conflicts() -> Any:
     Tag.objects.bulk_create(
         [Tag(name="sale"), Tag(name="clearance"), Tag(name="new"), Tag(name="eco")],
@@ -331,6 +363,7 @@ SCENARIOS = [
     queryset_delete,
     bulk_create,
     bulk_create_update_conflicts,
+    bulk_create_update_conflicts_needs_a_unique_constraint,
     bulk_create_ignore_conflicts,
     bulk_update,
     get_or_create_and_update_or_create,
@@ -346,6 +379,20 @@ SCENARIOS = [
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.__name__ for s in SCENARIOS])
 def test_orm_gives_the_same_result_in_a_session(matrix: Matrix, scenario: Scenario) -> None:
     assert_same(matrix.three_ways(scenario))
+
+
+def test_upsert_without_a_matching_unique_constraint_is_refused_as_on_a_table(
+    matrix: Matrix,
+) -> None:
+    outcomes, _ = matrix.three_ways(bulk_create_update_conflicts_needs_a_unique_constraint)[
+        "session"
+    ]
+    no_arbiter = (
+        "ProgrammingError",
+        "42P10",
+        "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+    )
+    assert outcomes == [no_arbiter, no_arbiter, no_arbiter, "ok", "ok"]
 
 
 def test_scenarios_do_change_something(matrix: Matrix) -> None:

@@ -11,6 +11,15 @@ insert the others, and return the rows in the order of the objects::
          inserted AS (INSERT INTO items … SELECT … FROM input WHERE not updated RETURNING …)
     SELECT … ORDER BY input order
 
+The upsert is emulated only when PostgreSQL would have found an arbiter on the table:
+the ``unique_fields`` are exactly the key columns of one of the base's valid, non-partial
+unique indexes on plain columns (its arbiter inference without ``WHERE``). Otherwise the
+compiler hands back Django's own ``ON CONFLICT`` statement, which PostgreSQL refuses on
+the view before running anything with the error a table gives (``42P10``, "there is no
+unique or exclusion constraint matching the ON CONFLICT specification"), so Django
+raises the same ``ProgrammingError`` as on a table, never an update of every row that
+shares a non-unique value.
+
 Differences from a real ``ON CONFLICT``, documented in docs/django.md: two transactions
 upserting the same new key at the same moment may raise ``IntegrityError`` (23505) where
 ``ON CONFLICT`` would have updated; an object list that repeats a key raises 23505 instead
@@ -46,23 +55,49 @@ __all__ = [
 ]
 
 
+# The key columns of each unique index of an enabled table's base that PostgreSQL's
+# arbiter inference for ``ON CONFLICT (columns)`` (no WHERE) may pick: valid, not
+# partial, plain columns only. Empty when the view is not an enabled table.
+_UNIQUE_INDEX_COLUMNS_SQL = """
+    SELECT ARRAY(SELECT a.attname::text FROM pg_catalog.generate_series(0, i.indnkeyatts - 1) k
+                 JOIN pg_catalog.pg_attribute a
+                   ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k])
+    FROM cowsync.tables t
+    JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name
+    JOIN pg_catalog.pg_class b ON b.relnamespace = n.oid AND b.relname = t.base_name
+    JOIN pg_catalog.pg_index i ON i.indrelid = b.oid
+    WHERE t.schema_name = %s AND t.table_name = %s
+      AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+"""
+
+
 class SQLInsertCompiler(_parent.SQLInsertCompiler):  # type: ignore[misc,name-defined]
     """Django's insert compiler; an upsert into a view is written without ``ON CONFLICT``."""
 
     def as_sql(self) -> list[tuple[str, tuple[Any, ...]]]:
         """The INSERT statement(s); an ``update_conflicts`` upsert into a view as CTEs."""
-        if self.query.on_conflict != OnConflict.UPDATE or not self._target_is_view():
+        if self.query.on_conflict != OnConflict.UPDATE or not self._arbiter_on_base():
             return super().as_sql()  # type: ignore[no-any-return]
         return [self._upsert_sql()]
 
-    def _target_is_view(self) -> bool:
+    def _arbiter_on_base(self) -> bool:
+        """True when the target is an enabled table's view and its base has a unique
+        index PostgreSQL would take as the arbiter of ``ON CONFLICT (unique_fields)``."""
         table = self.connection.ops.quote_name(self.query.get_meta().db_table)
         with self.connection.cursor() as cursor:
             cursor.execute(
-                "SELECT relkind FROM pg_catalog.pg_class WHERE oid = to_regclass(%s)", [table]
+                "SELECT c.relkind::text, n.nspname::text, c.relname::text "
+                "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass(%s)",
+                [table],
             )
-            row = cursor.fetchone()
-        return row is not None and row[0] == "v"
+            found = cursor.fetchone()
+            if found is None or found[0] != "v":
+                return False
+            cursor.execute(_UNIQUE_INDEX_COLUMNS_SQL, [found[1], found[2]])
+            indexes = [set(row[0]) for row in cursor.fetchall()]
+        wanted = {f.column for f in self.query.unique_fields}
+        return wanted in indexes
 
     def _upsert_sql(self) -> tuple[str, tuple[Any, ...]]:
         qn = self.connection.ops.quote_name
