@@ -232,6 +232,60 @@ BEGIN
 END
 $fn$;
 
+-- Waits for the session's write lock when another transaction holds it, for the view's
+-- trigger, which may already hold row locks: if the holder waits for a row lock this
+-- transaction holds (a commit that needs a row the agent locked FOR UPDATE, or another
+-- transaction of the session that wrote and then locks such a row), waiting would be a
+-- deadlock, so this raises 40001 instead. For up to deadlock_timeout it polls (no queueing,
+-- short sleeps), checking the chain of waits each time, so a cycle through this write is
+-- caught before PostgreSQL would break it with 40P01; after that it queues.
+CREATE OR REPLACE FUNCTION cowsync.wait_for_session(p_session text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    holder integer;
+    pause float8 := 0.001;
+    started timestamptz := pg_catalog.clock_timestamp();
+    patience interval := pg_catalog.current_setting('deadlock_timeout')::interval;
+BEGIN
+    LOOP
+        -- Not waiting, also when the session's lock row is new and not yet visible.
+        IF cowsync.lock_session(p_session, false) THEN
+            RETURN;
+        END IF;
+        holder := cowsync.session_lock_holder(p_session);
+        IF holder IS NOT NULL AND EXISTS (
+            WITH RECURSIVE waits_for (pid) AS (
+                SELECT holder
+                UNION
+                SELECT b FROM waits_for w,
+                    LATERAL pg_catalog.unnest(pg_catalog.pg_blocking_pids(w.pid)) AS b
+            )
+            SELECT 1 FROM waits_for WHERE pid = pg_catalog.pg_backend_pid()
+        ) THEN
+            RAISE EXCEPTION 'could not serialize access due to concurrent update'
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = pg_catalog.format(
+                          'cowsync: the transaction holding the write lock of session %s '
+                          '(backend %s) waits for a lock this transaction holds.',
+                          p_session, holder),
+                      HINT = 'Retry the transaction.';
+        END IF;
+        IF pg_catalog.clock_timestamp() - started > patience THEN
+            -- Polling hides this wait from PostgreSQL's deadlock detector: past
+            -- deadlock_timeout, queue for the lock so the detector sees it again.
+            PERFORM cowsync.lock_session(p_session, true);
+            RETURN;
+        END IF;
+        PERFORM pg_catalog.pg_sleep(pause);
+        pause := least(pause * 2, 0.02);
+    END LOOP;
+END
+$fn$;
+
 -- The backend whose transaction holds the session's write lock (NULL when none does):
 -- what SessionBusyError names. The row's xmax is the locking transaction (or
 -- subtransaction), whose lock on its own id pg_locks lists; a transaction inserting the

@@ -108,10 +108,12 @@ BEGIN
     -- Never wait for a row lock while holding it: another transaction of the session
     -- holding the row FOR UPDATE would then wait for this lock, a deadlock. A locked
     -- current row is a 40001 instead (below).
+    -- Uncontended (or already held) the lock is taken here at once; else the wait
+    -- checks that the holder does not wait for this transaction (cowsync.wait_for_session).
     PERFORM 1 FROM cowsync.session_locks AS _cow_l WHERE _cow_l.session_id = _cow_v_sid
-        FOR UPDATE;
+        FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
-        PERFORM cowsync.lock_session(_cow_v_sid, true);  -- the session's first lock
+        PERFORM cowsync.wait_for_session(_cow_v_sid);
     END IF;
     PERFORM {register_write}(_cow_v_sid, _cow_v_op);
 

@@ -32,11 +32,16 @@ class Background:
 
 
 def wait_until_blocked(observer: psycopg.Connection[Any], pid: int, timeout: float = 10.0) -> None:
-    """Wait until backend ``pid`` waits on a lock; fail the test if it never does."""
+    """Wait until backend ``pid`` waits on a lock; fail the test if it never does.
+
+    A session write waiting for its session's write lock polls (``pg_sleep`` in
+    ``cowsync.wait_for_session``) instead of queueing: that counts as waiting too."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         row = observer.execute(
-            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
+            "SELECT CASE WHEN wait_event = 'PgSleep' THEN 'Lock' ELSE wait_event_type END "
+            "FROM pg_stat_activity WHERE pid = %s",
+            [pid],
         ).fetchone()
         if row and row[0] == "Lock":
             return

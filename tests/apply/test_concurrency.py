@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import psycopg
+import pytest
 
 import cowsync
 from tests.apply._state import base_state, rows, session_state, write
@@ -193,11 +194,11 @@ def test_a_whole_session_commit_waits_for_an_agent_transaction_in_progress(shop,
     assert cowsync.diff(shop, "s1") == []
 
 
-def test_an_agent_holding_a_row_lock_the_commit_needs_makes_the_commit_give_way(shop, connect):
+def test_an_agent_holding_a_row_lock_the_commit_needs_retries_instead_of_deadlocking(shop, connect):
     # The agent locked a base row (select_for_update) before writing; the commit takes
-    # the session's write lock and waits for that row; the agent's write then waits for
-    # the commit. PostgreSQL breaks the cycle by failing the commit (it waited first),
-    # which gives way with SessionBusyError and changes nothing; the agent goes on.
+    # the session's write lock and waits for that row; the agent's write would then wait
+    # for the commit: a deadlock. The agent's write sees the commit waits for it and fails
+    # with 40001 (retry); its transaction ends, and the commit goes through.
     write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
     agent = connect(autocommit=False)
     with cowsync.session(agent, "s1", "b"):
@@ -205,12 +206,13 @@ def test_an_agent_holding_a_row_lock_the_commit_needs_makes_the_commit_give_way(
         committer = connect()
         run = Background(cowsync.commit, committer, "s1")
         wait_until_blocked(connect(), committer.info.backend_pid)
-        agent.execute("UPDATE customers SET credit = 9 WHERE id = 2")
-    agent.commit()
+        with pytest.raises(psycopg.errors.SerializationFailure, match="waits for a lock"):
+            agent.execute("UPDATE customers SET credit = 9 WHERE id = 2")
+        agent.rollback()
     run.join()
 
-    assert isinstance(run.error, cowsync.SessionBusyError)
-    assert "Nothing was done" in str(run.error)
-    assert [r[3] for r in rows(shop, "customers")][:2] == [100, 20]
+    assert run.error is None and run.result.total == 1
+    assert [r[3] for r in rows(shop, "customers")][:2] == [5, 20]
+    # The agent retries its transaction, now measured against the committed base.
+    write(shop, "s1", "b", "UPDATE customers SET credit = 9 WHERE id = 2")
     assert [r[3] for r in rows(shop, "customers", "s1")][:2] == [5, 9]
-    assert cowsync.commit(shop, "s1").total == 2

@@ -5,10 +5,10 @@ connection, on ``acct (id PRIMARY KEY, v, w)`` (COW-enabled):
 
 - two agents writing session ``soak`` in transactions of one to three statements: update
   ``v`` of a seeded row, insert a row of their own, delete one of those; each transaction
-  retried on 40001 (and after a pause on CW001, sealed). With ``COWSYNC_SOAK_FOR_UPDATE=1``
-  half the updates come after ``SELECT ... FOR UPDATE`` of the row (as an ORM's
-  ``select_for_update`` or ``update_or_create`` does): that currently deadlocks (40P01),
-  see the strict xfails at the end of this file, so CI leaves it off;
+  retried on 40001 (and after a pause on CW001, sealed). Half the updates come after
+  ``SELECT ... FOR UPDATE`` of the row (as an ORM's ``select_for_update`` or
+  ``update_or_create`` does; ``COWSYNC_SOAK_FOR_UPDATE=0`` leaves that out): a write that
+  would deadlock with the reviewer or the other agent gets 40001 and is retried;
 - two production writers updating ``w`` of seeded rows (each its own rows), no session,
   retrying on 40001;
 - a reviewer: ``review()`` then ``commit(reviewed=token)`` (abort or merge, then skip on
@@ -44,7 +44,7 @@ from tests.apply._threads import Background, wait_until_blocked
 SECONDS = float(os.environ.get("COWSYNC_SOAK_SECONDS", "3"))
 SESSION = "soak"
 SEEDED = range(1, 9)
-FOR_UPDATE = os.environ.get("COWSYNC_SOAK_FOR_UPDATE") == "1"
+FOR_UPDATE = os.environ.get("COWSYNC_SOAK_FOR_UPDATE", "1") == "1"
 _values = itertools.count(1_000_000)  # next() on a count is atomic under the GIL
 
 
@@ -332,12 +332,11 @@ def test_soak(acct, dsn):
 # no deadlock there; issue 14 (item 5) asks for none here. deadlock_timeout is lowered
 # (for these connections only) so PostgreSQL decides in 0.1 s.
 
-_DEADLOCK = (
-    "known bug (issue 14, item 5): a transaction holding the session's write lock waits "
-    "for a row lock (a SELECT ... FOR UPDATE through the view, or a commit or discard "
-    "updating locked rows) held by another transaction of the session, which then writes "
-    "and waits for the write lock: PostgreSQL fails one of them with 40P01"
-)
+# Issue 14, item 5: a transaction holding the session's write lock may wait for a row lock
+# (a SELECT ... FOR UPDATE through the view, or a commit or discard updating locked rows)
+# held by another transaction of the session, which then writes. That write would wait for
+# the write lock: a deadlock. cowsync.wait_for_session sees the holder waits for it and
+# fails the write with 40001 instead, before PostgreSQL would fail one of them with 40P01.
 
 
 def _quick_deadlocks(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
@@ -347,7 +346,6 @@ def _quick_deadlocks(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     return conn
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_DEADLOCK + " (trigger)")
 def test_two_transactions_of_a_session_locking_rows_never_deadlock(shop, connect):
     first = _quick_deadlocks(connect(autocommit=False))
     second = _quick_deadlocks(connect(autocommit=False))
@@ -364,9 +362,10 @@ def test_two_transactions_of_a_session_locking_rows_never_deadlock(shop, connect
         locking.join()
     states = [getattr(e, "sqlstate", None) for e in (failed, locking.error) if e is not None]
     assert "40P01" not in states, states
+    # The writer that would have had to wait for the waiting lock holder retries instead.
+    assert states == ["40001"], states
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_DEADLOCK + " (commit)")
 def test_an_agent_writing_a_while_after_a_commit_waits_for_its_row_lock_never_deadlocks(
     shop, connect
 ):
@@ -388,10 +387,10 @@ def test_an_agent_writing_a_while_after_a_commit_waits_for_its_row_lock_never_de
             failed = exc
         agent.rollback()
     run.join()
-    assert getattr(failed, "sqlstate", None) != "40P01", failed
+    assert getattr(failed, "sqlstate", None) == "40001", failed  # the agent retries
+    assert run.error is None  # and the reviewer's call went through
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_DEADLOCK + " (discard)")
 def test_an_agent_writing_a_while_after_a_discard_waits_for_its_row_lock_never_deadlocks(
     shop, connect
 ):
@@ -410,4 +409,5 @@ def test_an_agent_writing_a_while_after_a_discard_waits_for_its_row_lock_never_d
             failed = exc
         agent.rollback()
     run.join()
-    assert getattr(failed, "sqlstate", None) != "40P01", failed
+    assert getattr(failed, "sqlstate", None) == "40001", failed  # the agent retries
+    assert run.error is None  # and the reviewer's call went through

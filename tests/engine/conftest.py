@@ -221,7 +221,9 @@ def run_blocked(conn, query, waiter):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         row = waiter.execute(
-            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
+            "SELECT CASE WHEN wait_event = 'PgSleep' THEN 'Lock' ELSE wait_event_type END "
+            "FROM pg_stat_activity WHERE pid = %s",
+            [pid],
         ).fetchone()
         if row and row[0] == "Lock":
             break

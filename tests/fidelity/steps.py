@@ -192,7 +192,8 @@ def waits_for_lock(
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         while thread.is_alive() and time.monotonic() < deadline:
             row = watcher.execute(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                "SELECT CASE WHEN wait_event = 'PgSleep' THEN 'Lock' ELSE wait_event_type END "
+                "FROM pg_stat_activity WHERE pid = %s",
                 [other.info.backend_pid],
             ).fetchone()
             if row and row[0] == "Lock":

@@ -34,6 +34,7 @@ def run_demo(
     straight to the embedded one. ``keep`` leaves the schema in place (not possible on
     an embedded server, which is removed when the demo ends).
     """
+
     def note(line: str) -> None:
         console.print(Text(line, style="yellow"))
 
