@@ -21,7 +21,7 @@ from ..inert import inert
 from ..review_token import ReviewToken
 from . import display, jsonout
 from .context import CliContext, libpq_environment_set
-from .errors import EXIT_USER_ERROR, CliError, reports_errors
+from .errors import EXIT_USER_ERROR, CliError, CliUsageError, as_cli_error, reports_errors
 from .lookup import close_over, require_operations, require_session
 from .reaping import reap
 from .sealing import seal, unseal
@@ -60,12 +60,23 @@ def _as_user_error(exc: click.UsageError) -> None:
     setattr(exc, "exit_code", EXIT_USER_ERROR)  # noqa: B010
 
 
+def _wants_json(args: Sequence[str]) -> bool:
+    """Whether a command line asks for ``--json`` (before any ``--``)."""
+    args = list(args)
+    if "--" in args:
+        args = args[: args.index("--")]
+    return "--json" in args
+
+
 class CowGroup(click.Group):
-    """A click group whose usage errors exit with 1.
+    """A click group whose usage errors exit with 1, and come as JSON with ``--json``.
 
     click exits with 2 on a usage error; cowsync keeps 2 for "the database refused"
-    (conflict, dependency) so scripts can tell a typo from a refusal.
+    (conflict, dependency) so scripts can tell a typo from a refusal. Its command path
+    (``cowsync``, ``manage.py cowsync``, ``flask cowsync``) is what hints in messages name.
     """
+
+    is_cowsync_group = True
 
     def make_context(
         self,
@@ -75,18 +86,29 @@ class CowGroup(click.Group):
         **extra: Any,
     ) -> click.Context:
         """Parse the group's own options; a usage error exits with 1."""
+        wants_json = _wants_json(args)
         try:
-            return super().make_context(info_name, args, parent=parent, **extra)
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as exc:
             _as_user_error(exc)
+            if wants_json:
+                raise CliUsageError(exc) from exc
             raise
+        ctx.meta["cowsync.json"] = wants_json
+        return ctx
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the chosen command; its usage errors exit with 1 too."""
+        wants_json = bool(ctx.meta.get("cowsync.json"))
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
             _as_user_error(exc)
+            if wants_json:
+                raise CliUsageError(exc) from exc
+            raise
+        except CliError as exc:
+            exc.as_json = exc.as_json or wants_json
             raise
 
 
@@ -97,10 +119,11 @@ def _confirm(cli: CliContext, question: str, yes: bool, what: str) -> None:
     if not cli.interactive:
         raise CliError(
             f"{what} needs confirmation, and there is no terminal to ask on: "
-            "pass --yes to go ahead without asking"
+            "pass --yes to go ahead without asking",
+            type="confirmation",
         )
     if not click.confirm(question, default=False):
-        raise CliError(f"{what} cancelled; nothing was changed")
+        raise CliError(f"{what} cancelled; nothing was changed", type="cancelled")
 
 
 @contextmanager
@@ -467,11 +490,14 @@ def commit(
                     if_changed=if_changed,
                 )
         except ConflictError as exc:
-            if as_json:
-                jsonout.echo_json({"session_id": session_id, "conflicts": exc.conflicts})
-            else:
+            if not as_json:
                 display.render_conflicts(cli.console, exc.conflicts)
-            raise
+                raise
+            # One JSON object: the error, and (as before errors were JSON) the conflicts.
+            error = as_cli_error(exc)
+            assert error is not None
+            error.json_extra = {"session_id": session_id, "conflicts": exc.conflicts}
+            raise error from exc
     if as_json:
         jsonout.echo_json(
             {

@@ -51,6 +51,29 @@ def libpq_environment_set() -> bool:
     return any(os.environ.get(name) for name in LIBPQ_ENVIRONMENT)
 
 
+# A password in a DSN that does not parse: key=value (quoted or not), or user:password@ in a URL.
+_PASSWORD_PAIR = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]+)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+# What psycopg puts before libpq's own message.
+_LIBPQ_PREFIXES = ("connection failed:", "connection is bad:")
+
+
+def mask_dsn(dsn: str) -> str:
+    """``dsn`` for messages, as written but its password (a parameter or in a URL) ``***``."""
+    masked = _URL_PASSWORD.sub(r"\1***@", dsn.strip())
+    return _PASSWORD_PAIR.sub(r"\1***", masked)
+
+
+def libpq_reason(exc: BaseException) -> str:
+    """libpq's message as one clean line, without psycopg's ``connection is bad:`` prefix."""
+    lines = (line.strip() for line in str(exc).split("\n"))
+    text = "; ".join(line for line in lines if line)
+    for prefix in _LIBPQ_PREFIXES:
+        if text.startswith(prefix):
+            text = text[len(prefix) :].strip()
+    return text or type(exc).__name__
+
+
 def open_connection(dsn: str) -> psycopg.Connection[Any]:
     """An autocommit connection to ``dsn``, giving up after a few seconds when unreachable."""
     dsn = normalise_dsn(dsn)
@@ -59,6 +82,30 @@ def open_connection(dsn: str) -> psycopg.Connection[Any]:
     if "connect_timeout" not in options and not os.environ.get("PGCONNECT_TIMEOUT"):
         kwargs["connect_timeout"] = _CONNECT_TIMEOUT
     return psycopg.connect(dsn, **kwargs)
+
+
+def open_cli_connection(dsn: str) -> psycopg.Connection[Any]:
+    """:func:`open_connection` for a command: a DSN that does not parse, or a database that
+    does not answer, is a :class:`CliError` naming the DSN (password masked) and libpq's
+    reason, on one line."""
+    shown = mask_dsn(dsn) or "(empty: libpq's defaults)"
+    try:
+        conninfo_to_dict(normalise_dsn(dsn))
+    except psycopg.ProgrammingError as exc:
+        raise CliError(
+            f"the DSN {shown!r} could not be parsed: {libpq_reason(exc)} "
+            "(expected a URL such as postgresql://user@host/db, or key=value pairs)",
+            type="bad_dsn",
+            details={"dsn": shown},
+        ) from exc
+    try:
+        return open_connection(dsn)
+    except psycopg.OperationalError as exc:
+        raise CliError(
+            f"the database at {shown!r} could not be reached: {libpq_reason(exc)}",
+            type="unreachable_database",
+            details={"dsn": shown, "sqlstate": exc.sqlstate},
+        ) from exc
 
 
 def dsn_connector(dsn: str | None) -> Connect:
@@ -70,9 +117,10 @@ def dsn_connector(dsn: str | None) -> Connect:
             raise CliError(
                 "no database given: pass --dsn, or set "
                 + " or ".join(DSN_ENVIRONMENT)
-                + " (e.g. postgresql://user@localhost/db)"
+                + " (e.g. postgresql://user@localhost/db)",
+                type="no_database",
             )
-        with open_connection(dsn) as conn:
+        with open_cli_connection(dsn) as conn:
             yield conn
 
     return connect

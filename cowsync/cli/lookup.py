@@ -16,7 +16,7 @@ from ..config import validate_id
 from ..errors import DependencyError
 from ..registry import require_engine
 from ..reviewing import operations
-from .errors import CliError, CliRefusal
+from .errors import CliError, CliRefusal, command_prefix
 
 
 def require_session(conn: psycopg.Connection[Any], session_id: str) -> None:
@@ -29,7 +29,10 @@ def require_session(conn: psycopg.Connection[Any], session_id: str) -> None:
     ).fetchone()
     if row is None:
         raise CliError(
-            f"no session {session_id!r} in this database (`cowsync sessions` lists them)"
+            f"no session {session_id!r} in this database "
+            f"(`{command_prefix()} sessions` lists them)",
+            type="unknown_session",
+            details={"session_id": session_id},
         )
 
 
@@ -43,7 +46,9 @@ def require_operations(
     if unknown:
         raise CliError(
             f"session {session_id!r} has no operation {', '.join(map(repr, unknown))}; "
-            f"its operations are: {', '.join(known) or 'none'}"
+            f"its operations are: {', '.join(known) or 'none'}",
+            type="unknown_operation",
+            details={"session_id": session_id, "unknown": unknown, "operations": known},
         )
     return [op for op in known if op in wanted]
 
@@ -70,9 +75,13 @@ def close_over(
             raise CliRefusal(
                 f"the chosen operations build on operations not chosen: {names}; "
                 "nothing was applied\n"
-                f"  to go on: add {adds}, or pass --include-dependencies"
+                f"  to go on: add {adds}, or pass --include-dependencies",
+                type="DependencyError",
+                details={"missing": missing},
             ) from None
         raise CliRefusal(
             f"operations not chosen build on the chosen ones: {names}; nothing was discarded\n"
-            f"  to go on: add {adds}, or pass --include-dependents"
+            f"  to go on: add {adds}, or pass --include-dependents",
+            type="DependencyError",
+            details={"missing": missing},
         ) from None

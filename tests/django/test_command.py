@@ -122,3 +122,17 @@ def test_database_option_picks_the_alias(enabled_db: DjangoDb) -> None:
         connections["other"].close()
         del connections["other"]
         del connections.settings["other"]
+
+
+def test_errors_name_manage_py_cowsync_and_come_as_json(enabled_db: DjangoDb, capsys: Any) -> None:
+    # Hints name the host's command (issue 22, item 9); --json errors are JSON (item 10).
+    from cowsync.integrations.django.management.commands.cowsync import Command
+
+    with pytest.raises(SystemExit) as exit_:
+        Command().run_from_argv(["manage.py", "cowsync", "diff", "no-such-session", "--json"])
+    assert exit_.value.code == 1
+    captured = capsys.readouterr()
+    error = json.loads(captured.out)["error"]
+    assert error["type"] == "unknown_session"
+    assert "`manage.py cowsync sessions` lists them" in error["message"]
+    assert "`manage.py cowsync sessions`" in captured.err

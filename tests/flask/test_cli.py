@@ -125,3 +125,15 @@ def test_app_without_database_says_so():
     result = app.test_cli_runner().invoke(args=["cowsync", "status"])
     assert result.exit_code == 1
     assert "COWSYNC_DATABASE_URL" in result.output
+
+
+def test_errors_name_flask_cowsync_and_come_as_json(make_app):
+    # Hints name the host's command (issue 22, item 9); --json errors are JSON (item 10).
+    app, _ = make_app(probe_routes=False)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["cowsync", "diff", "no-such-session", "--json"], prog_name="flask")
+    assert result.exit_code == 1
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "unknown_session"
+    assert "`flask cowsync sessions` lists them" in error["message"]
+    assert "`flask cowsync sessions`" in result.stderr
