@@ -176,7 +176,11 @@ class Harness:
 
     def open(self) -> None:
         for name in AGENTS:
-            self.conns[name] = psycopg.connect(self.dsn, autocommit=False)
+            # A write waiting for the session's write lock polls for deadlock_timeout
+            # before it queues (cowsync.wait_for_session); settle() waits for the queue.
+            self.conns[name] = psycopg.connect(
+                self.dsn, autocommit=False, options="-c deadlock_timeout=50ms"
+            )
         self.conns["R"] = psycopg.connect(self.dsn, autocommit=True)
         self.conns["RH"] = psycopg.connect(self.dsn, autocommit=False)  # held calls
         self.conns["P"] = psycopg.connect(self.dsn, autocommit=True)
