@@ -8,7 +8,7 @@ from typing import Literal
 import psycopg
 from psycopg import sql
 
-from .commit_statement import claim_quiet_session, commit_whole_quiet_session
+from .commit_statement import commit_whole_session
 from .commit_tables import (
     FastPathMiss,
     apply_guarded,
@@ -161,17 +161,15 @@ def _forget_empty_operations(
     """Drop previews, and registry entries of operations (and the session) with nothing
     left; ``tables`` are all enabled tables.
 
-    Entries are forgotten only while the session is quiet (its write lock then held to
-    the end): an agent transaction writing now may add rows to an operation whose rows
-    this commit cannot see yet, and its trigger registers the operation only once per
-    transaction. Else they stay, empty, until the next commit or discard."""
+    The caller holds the session's write lock, so no agent transaction is adding rows to
+    an operation meanwhile. Writes later in the caller's own transaction must register
+    their operation again: the trigger's once-per-transaction marker is cleared."""
     previews = conn.execute(
         "SELECT 1 FROM cowsync.sessions WHERE preview_of = %s LIMIT 1", (session_id,)
     ).fetchone()
     if previews:  # the function visits every change store: only call it when needed
         conn.execute("SELECT cowsync.drop_previews(%s)", (session_id,))
-    if not claim_quiet_session(conn, session_id, reset_registration=True):
-        return
+    conn.execute("SELECT pg_catalog.set_config('cowsync.registered', '', true)")
     if tables:
         live = sql.SQL(" UNION ").join(
             sql.SQL(
@@ -302,7 +300,7 @@ def _commit(
             # One statement checks foreign keys at its end: the table order only
             # orders progress reports, so it is read (lightly) only for them.
             first = parents_first(scope, reference_links(conn, scope)) if progress else scope
-            whole = commit_whole_quiet_session(conn, first, session_id)
+            whole = commit_whole_session(conn, first, session_id)
             if whole is not None:
                 for label, kind, count in whole:
                     if progress:

@@ -1,11 +1,12 @@
-"""The one-statement commit of a quiet whole session.
+"""The one-statement commit of a whole session.
 
 :func:`~cowsync.apply.commit` tries this first for the common case, the whole session
-with ``on_conflict="abort"``: when the session's write lock is free, one statement of
-data-modifying CTEs applies every table's net effect, guarded against base rows that
-changed, and removes the session's rows. When the session is busy, a guarded row
-changed, a value clashes or a deadlock breaks it, nothing is done and commit() takes
-the per-table path (:mod:`cowsync.commit_tables`)."""
+with ``on_conflict="abort"`` (and nothing written after the review it was given): one
+statement of data-modifying CTEs applies every table's net effect, guarded against base
+rows that changed, and removes the session's rows. commit() already holds the session's
+write lock, so nothing the statement reads can change under it. When a guarded row
+changed or a value clashes, nothing is done and commit() takes the per-table path
+(:mod:`cowsync.commit_tables`)."""
 
 from __future__ import annotations
 
@@ -14,25 +15,6 @@ from psycopg import sql
 
 from .commit_tables import FastPathMiss, apply_query, row_image
 from .registry import EnabledTable
-
-
-def claim_quiet_session(
-    conn: psycopg.Connection, session_id: str, reset_registration: bool = False
-) -> bool:
-    """Take the session's write lock (the one its triggers take) if it is free.
-
-    Held until the commit ends (unless the caller's savepoint rolls back), it makes
-    the agent's next write wait for the commit, so nothing the commit reads can
-    change under it. When a transaction of the session is writing now, nothing waits.
-
-    ``reset_registration`` also clears, in the same round trip, the trigger's marker
-    that this transaction registered its operation, so its later writes register
-    again what the commit forgets (clearing it needlessly costs one registry probe).
-    """
-    reset = ", pg_catalog.set_config('cowsync.registered', '', true)" if reset_registration else ""
-    row = conn.execute("SELECT cowsync.lock_session(%s, false)" + reset, (session_id,)).fetchone()
-    return bool(row and row[0])
-
 
 _KIND_OF_CURRENT_ROW = (
     "CASE WHEN NOT c._cow_existed AND NOT c._cow_deleted THEN 'insert' "
@@ -100,25 +82,23 @@ def _whole_session_statement(
     return query, order["delete"][::-1] + order["update"] + order["insert"]
 
 
-def commit_whole_quiet_session(
+def commit_whole_session(
     conn: psycopg.Connection, ordered: list[EnabledTable], session_id: str
 ) -> list[tuple[str, str, int]] | None:
     """The common commit (whole session, ``on_conflict="abort"``) in one statement.
 
-    Needs the session quiet: its write lock free, then held (commit() takes it first).
-    Returns ``None`` with nothing done when a guarded row changed in the base or a
-    value clashes (deferred constraints included: they are checked here); the caller
-    then takes the general path, which reports conflicts and errors in detail. A
-    deadlock with an agent transaction propagates: commit() gives way. Else returns
-    (table, kind, rows applied) in the order the statement applied them.
+    The caller holds the session's write lock. Returns ``None`` with nothing done when
+    a guarded row changed in the base or a value clashes (deferred constraints included:
+    they are checked here); the caller then takes the general path, which reports
+    conflicts and errors in detail. A deadlock with an agent transaction propagates:
+    commit() gives way. Else returns (table, kind, rows applied) in the order the
+    statement applied them.
     """
     if not ordered:
         return None
     query, order = _whole_session_statement(ordered)
     try:
-        with conn.transaction():  # also gives the session lock back if this fails
-            if not claim_quiet_session(conn, session_id):
-                return None
+        with conn.transaction():
             row = conn.execute(query, {"sid": session_id}).fetchone()
             assert row is not None
             counts: list[int] = row[0]

@@ -32,11 +32,11 @@ def seal(conn: psycopg.Connection, session_id: str, wait: float | None = 30.0) -
             "RETURNING sealed_at = pg_catalog.now()",
             (session_id,),
         ).fetchone()
-    if row is None:
-        raise SessionNotFoundError(
-            f"session {session_id!r} is not in the registry: only a session that has "
-            "written (or was annotated) can be sealed"
-        )
+        if row is None:  # raised inside the transaction: the lock row it made goes too
+            raise SessionNotFoundError(
+                f"session {session_id!r} is not in the registry: only a session that has "
+                "written (or was annotated) can be sealed"
+            )
     return bool(row[0])
 
 

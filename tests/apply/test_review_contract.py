@@ -313,3 +313,13 @@ def test_a_transaction_holding_the_session_lock_never_waits_for_a_row_lock(shop,
         locker.execute("UPDATE customers SET credit = 6 WHERE id = 1")
         locker.commit()
     assert (credit(shop, 1, "s1"), credit(shop, 2, "s1")) == (6, 20)
+
+
+def test_sealing_an_unknown_session_leaves_no_lock_row_behind(shop):
+    with pytest.raises(cowsync.SessionNotFoundError):
+        cowsync.seal(shop, "nobody")
+    with pytest.raises(cowsync.SessionNotFoundError):
+        cowsync.commit(shop, "nobody")
+    assert shop.execute(
+        "SELECT count(*) FROM cowsync.session_locks WHERE session_id = 'nobody'"
+    ).fetchone() == (0,)
