@@ -47,6 +47,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import FlakyStrategyDefinition
 
 import cowsync
 from tests.apply._session_model import (
@@ -651,7 +652,7 @@ class Harness:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
-def test_random_interleavings_match_the_model(world, dsn, data):
+def _random_interleavings(world, dsn, data):
     reset(world)
     harness = Harness(dsn, world)
     harness.open()
@@ -662,6 +663,22 @@ def test_random_interleavings_match_the_model(world, dsn, data):
         harness.check(harness.model, raise_on_mismatch=True)
     finally:
         harness.close()
+
+
+def test_random_interleavings_match_the_model(world, dsn):
+    # Which steps can be drawn depends on which calls are still waiting, and calls
+    # released together finish in either order: on a loaded machine two examples with
+    # the same prefix of draws can offer different steps, which Hypothesis reports as
+    # FlakyStrategyDefinition (its generation, not a failed check: a check that fails
+    # and does not reproduce is FlakyFailure, and any other failure is raised). Then the
+    # run starts again, at most twice.
+    for attempt in range(3):
+        try:
+            _random_interleavings(world, dsn)
+            return
+        except FlakyStrategyDefinition:
+            if attempt == 2:
+                raise
 
 
 # --- cases the model found, forced ------------------------------------------------------
