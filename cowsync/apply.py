@@ -40,6 +40,11 @@ from .registry import (
     reference_links,
 )
 from .results import CommitResult, Conflict, ConflictPolicy, DiscardResult, ProgressCallback
+from .review_scope import (
+    check_operations_reviewed,
+    operations_within_review,
+    tables_within_review,
+)
 from .review_token import (
     IfChanged,
     ReviewDrift,
@@ -282,8 +287,16 @@ def _commit(
         # Deferrable foreign keys wait for the end of the commit, so cycles of them
         # apply in any order; _check_deferred checks them before the commit returns.
         conn.execute("SET CONSTRAINTS ALL DEFERRED")
+        if token is not None:
+            operations = operations_within_review(
+                token, operations, _session_operations(conn, session_id)
+            )
         ops = _choose_operations(conn, session_id, operations, include_dependencies, "dependencies")
-        scope = enabled_tables(conn, tables) if tables is not None else all_tables
+        if token is not None:
+            check_operations_reviewed(token, ops, "committed")
+            scope = tables_within_review(conn, token, tables, all_tables, "committed")
+        else:
+            scope = enabled_tables(conn, tables) if tables is not None else all_tables
         result = CommitResult(
             session_id, ops if ops is not None else _session_operations(conn, session_id)
         )
@@ -454,8 +467,16 @@ def _discard(
         lock_session(conn, session_id, wait)
         all_tables = enabled_tables(conn)
         require_session(conn, session_id, all_tables)
+        if token is not None:
+            operations = operations_within_review(
+                token, operations, _session_operations(conn, session_id)
+            )
         ops = _choose_operations(conn, session_id, operations, include_dependents, "dependents")
-        scope = enabled_tables(conn, tables) if tables is not None else all_tables
+        if token is not None:
+            check_operations_reviewed(token, ops, "discarded")
+            scope = tables_within_review(conn, token, tables, all_tables, "discarded")
+        else:
+            scope = enabled_tables(conn, tables) if tables is not None else all_tables
         result = DiscardResult(
             session_id, ops if ops is not None else _session_operations(conn, session_id)
         )

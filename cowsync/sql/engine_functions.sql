@@ -226,6 +226,13 @@ BEGIN
             END;
         END IF;
         IF inserted THEN
+            IF NOT marked THEN
+                -- The insert waited for another inserter, which held the marker and has
+                -- since rolled back: take the marker now, so a no-wait attempt sees at once
+                -- that this transaction holds the lock (its insert would wait for ours).
+                PERFORM pg_catalog.pg_try_advisory_xact_lock(
+                    pg_catalog.hashtextextended('cowsync session row ' || p_session, 0));
+            END IF;
             RETURN true;
         END IF;
     END LOOP;

@@ -550,9 +550,13 @@ class Model:
         base_prov = dict(self.base_prov)
         if not store.known and not store.rows:
             return ("SessionNotFoundError",)
+        if token is not None and token.ops is not None and ops is None:
+            ops = [op for op in store.ops if op in token.ops]  # the review's scope
         chosen = self._choose(store, ops, include, dependents=False)
         if isinstance(chosen, tuple):
             return chosen
+        if token is not None and token.ops is not None and set(chosen or ()) - set(token.ops):
+            return ("ConfigurationError",)  # beyond what the review covered
         wm, drift = None, []
         if token is not None:
             drift = self._drift(store, token, chosen)
@@ -655,9 +659,13 @@ class Model:
         base, store = self.base, copy.deepcopy(self.store)
         if not store.known and not store.rows:
             return ("SessionNotFoundError",)
+        if token is not None and token.ops is not None and ops is None:
+            ops = [op for op in store.ops if op in token.ops]  # the review's scope
         chosen = self._choose(store, ops, include, dependents=True)
         if isinstance(chosen, tuple):
             return chosen
+        if token is not None and token.ops is not None and set(chosen or ()) - set(token.ops):
+            return ("ConfigurationError",)  # beyond what the review covered
         drift: list[tuple[str, int]] = []
         removed = 0
         if token is not None:

@@ -57,6 +57,67 @@ def test_a_commit_of_an_operation_with_a_token_ignores_rows_added_to_it_later(sh
     assert [credit(shop, i, "s1") for i in (1, 2, 3)] == [1, 2, 3]
 
 
+def test_a_token_of_chosen_operations_commits_only_those_when_the_call_names_none(shop):
+    # Operation a was written before the review, but the review showed only b.
+    write(shop, "s1", "a", "UPDATE customers SET credit = 1 WHERE id = 1")
+    write(shop, "s1", "b", "UPDATE customers SET credit = 2 WHERE id = 2")
+    token = cowsync.review(shop, "s1", operations=["b"]).token
+
+    result = cowsync.commit(shop, "s1", reviewed=token)
+
+    assert result.operations == ["b"] and result.total == 1
+    assert [credit(shop, i) for i in (1, 2)] == [100, 2]
+    assert [(c.key["id"], c.operation) for c in cowsync.diff(shop, "s1")] == [(1, "a")]
+
+
+def test_a_call_naming_operations_the_review_did_not_cover_is_refused(shop):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 1 WHERE id = 1")
+    write(shop, "s1", "b", "UPDATE customers SET credit = 2 WHERE id = 2")
+    token = cowsync.review(shop, "s1", operations=["b"]).token
+
+    for call in (cowsync.commit, cowsync.discard):
+        with pytest.raises(cowsync.ConfigurationError, match=r"covered operation.*b, not a"):
+            call(shop, "s1", operations=["a", "b"], reviewed=token)
+    assert credit(shop, 1) == 100 and credit(shop, 1, "s1") == 1
+
+
+def test_dependencies_the_review_did_not_cover_are_refused(shop):
+    write(shop, "s1", "a", "INSERT INTO customers (id, name) VALUES (10, 'dee')")
+    write(shop, "s1", "b", "UPDATE customers SET credit = 5 WHERE id = 10")
+    token = cowsync.review(shop, "s1", operations=["b"]).token
+
+    with pytest.raises(cowsync.ConfigurationError, match="not a"):
+        cowsync.commit(shop, "s1", operations=["b"], include_dependencies=True, reviewed=token)
+    # Without naming operations, b alone needs a: the dependency rule still holds.
+    with pytest.raises(cowsync.DependencyError):
+        cowsync.commit(shop, "s1", reviewed=token)
+    assert 10 not in [r[0] for r in rows(shop, "customers")]
+
+
+def test_a_discard_with_a_token_of_chosen_operations_leaves_the_others(shop):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 1 WHERE id = 1")
+    write(shop, "s1", "b", "UPDATE customers SET credit = 2 WHERE id = 2")
+    token = cowsync.review(shop, "s1", operations=["a"]).token
+
+    cowsync.discard(shop, "s1", reviewed=token)
+
+    assert [(c.key["id"], c.operation) for c in cowsync.diff(shop, "s1")] == [(2, "b")]
+
+
+def test_a_token_of_chosen_tables_commits_only_those(shop):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 1 WHERE id = 1")
+    write(shop, "s1", "a", "UPDATE orders SET qty = 9 WHERE id = 1")
+    token = cowsync.review(shop, "s1", tables=["orders"]).token
+
+    with pytest.raises(cowsync.ConfigurationError, match="covered table"):
+        cowsync.commit(shop, "s1", tables=["customers", "orders"], reviewed=token)
+    result = cowsync.commit(shop, "s1", reviewed=token)
+
+    assert result.applied == {"public.orders": {"insert": 0, "update": 1, "delete": 0}}
+    assert credit(shop, 1) == 100
+    assert [(c.table, c.key["id"]) for c in cowsync.diff(shop, "s1")] == [("public.customers", 1)]
+
+
 def test_a_key_rewritten_after_the_review_stays_in_the_session(shop):
     write(shop, "s1", "a", "UPDATE customers SET credit = 5 WHERE id = 1")
     write(shop, "s1", "a", "UPDATE customers SET credit = 6 WHERE id = 2")
