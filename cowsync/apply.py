@@ -286,7 +286,12 @@ def _commit(
         require_session(conn, session_id, all_tables)
         # Deferrable foreign keys wait for the end of the commit, so cycles of them
         # apply in any order; _check_deferred checks them before the commit returns.
-        conn.execute("SET CONSTRAINTS ALL DEFERRED")
+        # cowsync.applying lets this transaction write overlay tables even from a
+        # connection bound to a session (their guard refuses bound writes otherwise).
+        conn.execute(
+            "SET CONSTRAINTS ALL DEFERRED; "
+            "SELECT pg_catalog.set_config('cowsync.applying', 'on', true)"
+        )
         if token is not None:
             operations = operations_within_review(
                 token, operations, _session_operations(conn, session_id)

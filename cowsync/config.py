@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigurationError
@@ -28,8 +29,27 @@ class CowConfig:
     operation_variable: str = "app.operation_id"
     visible_operations_variable: str = "app.visible_operations"
     default_operation: str = "default"
+    #: Overlay mode: the schema holding the views of source schema ``S`` is
+    #: ``S + overlay_suffix`` unless ``overlay_schemas`` names another for ``S``
+    #: (a mapping, stored as sorted pairs so the config stays hashable).
+    overlay_suffix: str = "_cow"
+    overlay_schemas: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        pairs = self.overlay_schemas
+        if isinstance(pairs, Mapping):
+            pairs = tuple(sorted(pairs.items()))
+        object.__setattr__(self, "overlay_schemas", tuple(tuple(p) for p in pairs))
+        if not self.overlay_suffix or len(self.overlay_suffix) > 20:
+            raise ConfigurationError(
+                f"CowConfig.overlay_suffix must be 1 to 20 characters, got {self.overlay_suffix!r}"
+            )
+        for source, overlay in self.overlay_schemas:
+            if not source or not overlay or source == overlay:
+                raise ConfigurationError(
+                    f"CowConfig.overlay_schemas maps {source!r} to {overlay!r}: both must be "
+                    "non-empty and differ"
+                )
         for field in ("session_variable", "operation_variable", "visible_operations_variable"):
             value = getattr(self, field)
             if not _SETTING_NAME.match(value):
@@ -44,6 +64,10 @@ class CowConfig:
             raise ConfigurationError("CowConfig variable names must be distinct")
         if not self.default_operation:
             raise ConfigurationError("CowConfig.default_operation must not be empty")
+
+    def overlay_schema_for(self, schema: str) -> str:
+        """The overlay schema that holds the views of tables in ``schema``."""
+        return dict(self.overlay_schemas).get(schema, schema + self.overlay_suffix)
 
     @property
     def variables(self) -> tuple[str, str, str]:

@@ -106,7 +106,7 @@ def _relation(conn: psycopg.Connection, oid: int) -> Relation:
     """A relation by OID, mapped to its view when it is an enabled base."""
     row = conn.execute(
         """
-        SELECT n.nspname, c.relname, t.table_name
+        SELECT n.nspname, c.relname, t.table_name, t.view_schema
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         LEFT JOIN cowsync.tables t ON t.schema_name = n.nspname AND t.base_name = c.relname
         WHERE c.oid = %s
@@ -114,8 +114,8 @@ def _relation(conn: psycopg.Connection, oid: int) -> Relation:
         (oid,),
     ).fetchone()
     assert row is not None
-    schema, relname, view = row
-    return Relation(schema, view or relname, view is not None)
+    schema, relname, view, view_schema = row
+    return Relation(view_schema or schema, view or relname, view is not None)
 
 
 def unique_checks(

@@ -33,3 +33,18 @@ def retarget_after_disable(
         "WHERE strpos(undo_sql, %(base)s) > 0",
         {"base": base, "view": view},
     )
+
+
+def forget_after_overlay_disable(
+    conn: psycopg.Connection, view_schema: str, view_name: str, changes_name: str
+) -> None:
+    """Forget what the log says about an overlay table's dropped view and change store
+    (the table itself keeps its name, so what the log says about it stays true)."""
+    view, changes = (
+        sql.Identifier(view_schema, name).as_string(conn) for name in (view_name, changes_name)
+    )
+    conn.execute(
+        "DELETE FROM cowsync.hardening_log "
+        "WHERE strpos(undo_sql, %(view)s) > 0 OR strpos(undo_sql, %(changes)s) > 0",
+        {"view": view, "changes": changes},
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from . import catalog, constraints, render, sqlfiles
+from . import catalog, constraints, overlay, render, sqlfiles
 from .config import DEFAULT_CONFIG, CowConfig
 from .errors import (
     ConfigurationError,
@@ -19,7 +19,7 @@ from .errors import (
     PendingChangesError,
     UnsupportedTableError,
 )
-from .hardening_log import retarget_after_disable
+from .hardening_log import forget_after_overlay_disable, retarget_after_disable
 from .names import (
     BASE_SUFFIX,
     CHANGES_SUFFIX,
@@ -28,9 +28,10 @@ from .names import (
     derived_name,
     parse_table_name,
 )
+from .results import Mode
 from .search_path import pinned_search_path
 
-ENGINE_VERSION = 3
+ENGINE_VERSION = 4
 # Serialises the first deploy of a database, before cowsync.engine exists ("cows").
 _FIRST_DEPLOY_LOCK = 0x636F7773
 
@@ -268,6 +269,8 @@ def _build_layout(
     changes_name: str,
     key_columns: tuple[str, ...],
     key_constraint: str,
+    view_schema: str | None = None,
+    parent_name: str | None = None,
 ) -> render.TableLayout:
     """Describe an enabled (or being enabled) table from the catalog as it is now.
 
@@ -299,11 +302,14 @@ def _build_layout(
             fks_in=tuple(constraints.foreign_keys_in(conn, oid)),
             hardened=is_hardened(conn),
             key_operators=constraints.key_operators(conn, oid, key_constraint),
+            view_schema=view_schema,
+            parent_name=parent_name,
         )
 
 
 def _layout_from_row(conn: psycopg.Connection, row: tuple[object, ...]) -> render.TableLayout:
     registry_id, schema, name, base, changes, _mode, keys, key_constraint = row[:8]
+    view_schema, parent_name = row[10:12]
     return _build_layout(
         conn,
         int(registry_id),  # type: ignore[call-overload]
@@ -313,6 +319,8 @@ def _layout_from_row(conn: psycopg.Connection, row: tuple[object, ...]) -> rende
         str(changes),
         tuple(keys),  # type: ignore[arg-type]
         str(key_constraint),
+        None if view_schema is None else str(view_schema),
+        None if parent_name is None else str(parent_name),
     )
 
 
@@ -436,28 +444,66 @@ def _check_enableable(conn: psycopg.Connection, info: catalog.TableInfo) -> None
             )
 
 
-def enable(conn: psycopg.Connection, table: str | tuple[str, str]) -> TableStatus:
-    """COW-enable a table in place: ``items`` becomes ``items_base`` plus the change
-    store ``items_changes``, behind a view named ``items``.
+def enable(
+    conn: psycopg.Connection,
+    table: str | tuple[str, str],
+    mode: Mode = "in-place",
+    overlay_schema: str | None = None,
+) -> TableStatus:
+    """COW-enable a table.
 
-    Idempotent: enabling an enabled table returns its status and changes nothing.
-    Everything happens in one transaction; a refusal changes nothing.
+    ``mode="in-place"`` (the default): ``items`` becomes ``items_base`` plus the change
+    store ``items_changes``, behind a view named ``items`` that everyone, production
+    included, goes through.
+
+    ``mode="overlay"``: ``items`` stays as it is and production keeps using it directly;
+    the view ``items``, its change store and their empty parent table go to an overlay
+    schema (``overlay_schema``, by default the config's name for the table's schema,
+    ``public_cow`` for ``public``), which connections bound to a session put first on
+    their search_path. The table gets the parent (``ALTER TABLE ... INHERIT``, no
+    rewrite) and a statement-level guard that refuses writes from a bound connection.
+
+    Idempotent: enabling an enabled table returns its status and changes nothing (a
+    different mode raises :class:`ConfigurationError`). Everything happens in one
+    transaction; a refusal changes nothing.
 
     >>> cowsync.enable(conn, "public.items")  # doctest: +SKIP
+    >>> cowsync.enable(conn, "public.orders", mode="overlay")  # doctest: +SKIP
     """
     name = parse_table_name(table)
+    check_mode(mode, overlay_schema)
     with conn.transaction():
         config = _require_deployed(conn)
         _lock(conn)
         own_ddl(conn)
-        if _registry_row(conn, name) is not None:
+        row = _registry_row(conn, name)
+        if row is not None:
+            if row[5] != mode:
+                raise ConfigurationError(
+                    f"{name} is already enabled in {row[5]} mode; disable it first to "
+                    f"enable it in {mode} mode"
+                )
             return _status_of(conn, name)
-        _enable_locked(conn, name, config)
+        _enable_locked(conn, name, config, mode, overlay_schema)
         _refresh_triggers(conn, config)
     return _status_of(conn, name)
 
 
-def _enable_locked(conn: psycopg.Connection, name: TableName, config: CowConfig) -> str:
+def check_mode(mode: str, overlay_schema: str | None) -> None:
+    """Refuse an unknown mode, and an overlay schema for an in place table."""
+    if mode not in ("in-place", "overlay"):
+        raise ConfigurationError(f"mode must be 'in-place' or 'overlay', got {mode!r}")
+    if overlay_schema is not None and mode != "overlay":
+        raise ConfigurationError("overlay_schema applies only to mode='overlay'")
+
+
+def _enable_locked(
+    conn: psycopg.Connection,
+    name: TableName,
+    config: CowConfig,
+    mode: Mode = "in-place",
+    overlay_schema: str | None = None,
+) -> str:
     located = catalog.resolve(conn, name)
     if located is None:
         raise NotEnabledError(f"no table named {name} (names are case-sensitive)")
@@ -465,6 +511,9 @@ def _enable_locked(conn: psycopg.Connection, name: TableName, config: CowConfig)
     info = catalog.describe(conn, oid)
     _check_enableable(conn, info)
     assert info.key_constraint is not None
+    if mode == "overlay":
+        view_schema = overlay_schema or config.overlay_schema_for(schema)
+        return _enable_overlay(conn, schema, relname, oid, info, config, view_schema)
     base_name = derived_name(relname, BASE_SUFFIX)
     changes_name = derived_name(relname, CHANGES_SUFFIX)
     row = conn.execute(
@@ -513,6 +562,67 @@ def _enable_locked(conn: psycopg.Connection, name: TableName, config: CowConfig)
     return f"{schema}.{relname}"
 
 
+def _enable_overlay(
+    conn: psycopg.Connection,
+    schema: str,
+    relname: str,
+    oid: int,
+    info: catalog.TableInfo,
+    config: CowConfig,
+    view_schema: str,
+) -> str:
+    """Overlay mode: the table stays; view, change store and parent go to ``view_schema``."""
+    assert info.key_constraint is not None
+    changes_name = derived_name(relname, CHANGES_SUFFIX)
+    parent_name = derived_name(relname, overlay.PARENT_SUFFIX)
+    overlay.prepare_schema(conn, schema, view_schema, [relname, changes_name, parent_name])
+    row = conn.execute(
+        """
+        INSERT INTO cowsync.tables (schema_name, table_name, base_name, changes_name, mode,
+                                    key_columns, key_constraint, engine_version,
+                                    view_schema, parent_name)
+        VALUES (%s, %s, %s, %s, 'overlay', %s, %s, %s, %s, %s) RETURNING id
+        """,
+        (
+            schema,
+            relname,
+            relname,
+            changes_name,
+            info.key_columns,
+            info.key_constraint,
+            ENGINE_VERSION,
+            view_schema,
+            parent_name,
+        ),
+    ).fetchone()
+    assert row is not None
+    overlay.adopt_base(conn, schema, relname, view_schema, parent_name, info.owner, config)
+    layout = _build_layout(
+        conn,
+        row[0],
+        schema,
+        relname,
+        relname,
+        changes_name,
+        tuple(info.key_columns),
+        info.key_constraint,
+        view_schema,
+        parent_name,
+    )
+    conn.execute(render.changes_table(layout))
+    if info.owner:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} OWNER TO {}").format(layout.changes, sql.Identifier(info.owner))
+        )
+    _install_table_objects(conn, layout, config, replace=False)
+    if info.owner:
+        conn.execute(
+            sql.SQL("ALTER VIEW {} OWNER TO {}").format(layout.view, sql.Identifier(info.owner))
+        )
+    _copy_privileges_and_comments(conn, layout, oid)
+    return f"{schema}.{relname}"
+
+
 def _install_table_objects(
     conn: psycopg.Connection, layout: render.TableLayout, config: CowConfig, replace: bool
 ) -> None:
@@ -535,7 +645,7 @@ def _install_table_objects_pinned(
         found = conn.execute(
             "SELECT c.oid::int, pg_catalog.pg_get_userbyid(c.relowner) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-            (layout.schema, layout.view_name),
+            (layout.store_schema, layout.view_name),
         ).fetchone()
         if found is not None:
             decorations = _read_decorations(conn, found[0])
@@ -773,7 +883,8 @@ def _disable_locked(conn: psycopg.Connection, row: tuple[object, ...], force: bo
     registry_id, schema, view_name, base_name, changes_name = row[:5]
     assert isinstance(schema, str) and isinstance(view_name, str)
     label = f"{schema}.{view_name}"
-    changes = sql.Identifier(schema, str(changes_name))
+    view_schema = str(row[10]) if row[10] is not None else schema
+    changes = sql.Identifier(view_schema, str(changes_name))
     sessions = _pending(conn, changes)
     if sessions and not force:
         raise PendingChangesError(
@@ -783,9 +894,9 @@ def _disable_locked(conn: psycopg.Connection, row: tuple[object, ...], force: bo
             {label: sessions},
         )
     _refuse_if_agents_reach_base(conn, label, schema, str(base_name))
-    _release_from_view_owner(conn, schema, view_name, str(base_name))
+    _release_from_view_owner(conn, view_schema, view_name, str(base_name), schema)
     try:
-        conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier(schema, view_name)))
+        conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier(view_schema, view_name)))
     except psycopg.errors.DependentObjectsStillExist as exc:
         raise CowError(
             f"cannot disable {label}: other objects depend on its view "
@@ -802,18 +913,26 @@ def _disable_locked(conn: psycopg.Connection, row: tuple[object, ...], force: bo
             render.fk_check_function_name(int(registry_id))  # type: ignore[call-overload]
         )
     )
-    conn.execute(
-        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-            sql.Identifier(schema, str(base_name)), sql.Identifier(view_name)
+    if row[11] is not None:  # overlay: the table keeps its name; its parent and guard go
+        overlay.release_base(conn, schema, str(base_name), view_schema, str(row[11]))
+        forget_after_overlay_disable(conn, view_schema, view_name, str(changes_name))
+    else:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                sql.Identifier(schema, str(base_name)), sql.Identifier(view_name)
+            )
         )
-    )
-    retarget_after_disable(conn, schema, view_name, str(base_name), str(changes_name))
+        retarget_after_disable(conn, schema, view_name, str(base_name), str(changes_name))
     conn.execute("DELETE FROM cowsync.tables WHERE id = %s", (registry_id,))
     return label
 
 
 def _release_from_view_owner(
-    conn: psycopg.Connection, schema: str, view_name: str, base_name: str
+    conn: psycopg.Connection,
+    schema: str,
+    view_name: str,
+    base_name: str,
+    base_schema: str | None = None,
 ) -> None:
     """Take back what harden granted the hardened views' owner on the base (reading it
     and updating a key column), so the table handed back carries none of it."""
@@ -828,7 +947,7 @@ def _release_from_view_owner(
     # REVOKE on a table takes the role's column privileges on it too.
     conn.execute(
         sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(
-            sql.Identifier(schema, base_name), sql.Identifier(row[0])
+            sql.Identifier(base_schema or schema, base_name), sql.Identifier(row[0])
         )
     )
 
@@ -919,7 +1038,7 @@ def _status_row(conn: psycopg.Connection, row: tuple[object, ...]) -> TableStatu
             "SELECT pg_catalog.count(DISTINCT _cow_session), pg_catalog.count(*) FROM ONLY {} "
             "WHERE _cow_current AND (_cow_existed OR NOT _cow_deleted) "
             "AND pg_catalog.strpos(_cow_session, '~') = 0"
-        ).format(sql.Identifier(str(schema), str(changes)))
+        ).format(sql.Identifier(str(row[10] or schema), str(changes)))
     ).fetchone()
     assert counts is not None
     linked = conn.execute(

@@ -24,10 +24,15 @@ class EnabledTable:
     key_columns: tuple[str, ...]
     columns: tuple[str, ...]
     always_identity: tuple[str, ...]  # identity columns GENERATED ALWAYS
+    view_schema: str | None = None  # overlay mode: where the view and change store live
 
     @property
     def label(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @property
+    def mode(self) -> str:
+        return "in-place" if self.view_schema is None else "overlay"
 
     @property
     def base(self) -> sql.Identifier:
@@ -35,11 +40,11 @@ class EnabledTable:
 
     @property
     def changes(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.changes_name)
+        return sql.Identifier(self.view_schema or self.schema, self.changes_name)
 
     @property
     def view(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
+        return sql.Identifier(self.view_schema or self.schema, self.name)
 
     def cols(self, prefix: str | None = None) -> sql.Composed:
         """The table's columns as a list, optionally qualified by ``prefix``."""
@@ -84,7 +89,8 @@ def enabled_tables(
         SELECT t.id, t.schema_name, t.table_name, t.base_name, t.changes_name, t.key_columns,
                pg_catalog.array_agg(a.attname::text ORDER BY a.attnum),
                pg_catalog.array_agg(a.attname::text ORDER BY a.attnum)
-                   FILTER (WHERE a.attidentity = 'a')
+                   FILTER (WHERE a.attidentity = 'a'),
+               t.view_schema
         FROM cowsync.tables t
         JOIN pg_namespace n ON n.nspname = t.schema_name
         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.base_name
@@ -94,7 +100,9 @@ def enabled_tables(
         """
     ).fetchall()
     found = [
-        EnabledTable(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), tuple(r[6]), tuple(r[7] or ()))
+        EnabledTable(
+            r[0], r[1], r[2], r[3], r[4], tuple(r[5]), tuple(r[6]), tuple(r[7] or ()), r[8]
+        )
         for r in rows
     ]
     if tables is None:

@@ -47,10 +47,22 @@ class TableLayout:
     fks_in: tuple[ForeignKeyIn, ...] = ()
     hardened: bool = False
     key_operators: tuple[Operator, ...] = ()  # each key column's equality operator
+    # Overlay mode: the schema of the view, change store and parent, and the parent's name.
+    view_schema: str | None = None
+    parent_name: str | None = None
+
+    @property
+    def overlay(self) -> bool:
+        return self.view_schema is not None
+
+    @property
+    def store_schema(self) -> str:
+        """The schema of the view and change store (the table's own in place)."""
+        return self.view_schema or self.schema
 
     @property
     def view(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.view_name)
+        return sql.Identifier(self.store_schema, self.view_name)
 
     @property
     def base(self) -> sql.Identifier:
@@ -58,7 +70,15 @@ class TableLayout:
 
     @property
     def changes(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.changes_name)
+        return sql.Identifier(self.store_schema, self.changes_name)
+
+    @property
+    def parent(self) -> sql.Identifier:
+        """What the view scans and the change store inherits from: in place the base,
+        in overlay mode an empty parent of both base and change store."""
+        if self.parent_name is None:
+            return self.base
+        return sql.Identifier(self.store_schema, self.parent_name)
 
     @property
     def function(self) -> sql.Identifier:
@@ -162,7 +182,7 @@ def _index_name(layout: TableLayout, suffix: str) -> sql.Identifier:
 def changes_table(layout: TableLayout) -> sql.Composed:
     return sqlfiles.template("table_changes.sql").format(
         changes=layout.changes,
-        base=layout.base,
+        base=layout.parent,
         key_columns=_ident_list(layout.key_columns),
         history_index=_index_name(layout, "history"),
         current_index=_index_name(layout, "current"),
@@ -244,11 +264,11 @@ def view(layout: TableLayout, config: CowConfig) -> sql.Composed:
     return sqlfiles.template("table_view.sql").format(
         view=layout.view,
         options=sql.SQL(" WITH (security_barrier)" if layout.hardened else ""),
-        base=layout.base,
+        base=layout.parent,
         changes=layout.changes,
         b_columns=_ident_list(layout.column_names, "_cow_b"),
         base_regclass=_qualified_text(layout.schema, layout.base_name),
-        changes_regclass=_qualified_text(layout.schema, layout.changes_name),
+        changes_regclass=_qualified_text(layout.store_schema, layout.changes_name),
         session_expr=(
             sql.SQL("(SELECT cowsync.current_session({}))")
             if layout.hardened
@@ -632,7 +652,7 @@ def _fk_out_check(layout: TableLayout, fk: ForeignKeyOut, only_if_changed: bool)
 def _referencing(layout: TableLayout, fk: ForeignKeyIn) -> sql.Composable:
     """Rows of the child (as the session sees it) that reference OLD."""
     match = _all_equal("old", fk.columns, "_cow_ch", fk.child_columns, fk.parent_equals_child)
-    if fk.child.schema == layout.schema and fk.child.name == layout.view_name:
+    if fk.child.schema == layout.store_schema and fk.child.name == layout.view_name:
         # A self-reference: the row being changed does not block itself.
         match = sql.SQL("{} AND {}").format(match, _keys_differ(layout, "_cow_ch", "old"))
     return match

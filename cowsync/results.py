@@ -11,6 +11,9 @@ if TYPE_CHECKING:
     from .review_token import ReviewDrift
 
 ConflictPolicy = Literal["abort", "skip", "overwrite", "merge"]
+#: How a table is enabled: behind a view in its place, or untouched with the view in an
+#: overlay schema.
+Mode = Literal["in-place", "overlay"]
 ProgressCallback = Callable[[str, str, int], None]
 
 

@@ -579,3 +579,48 @@ BEGIN
     END LOOP;
 END
 $fn$;
+
+-- Overlay mode: a table's statement-level guard. A connection bound to a session
+-- writes through the overlay view, never to the table itself (schema-qualified SQL
+-- included); a commit applying a session says so for its transaction. Runs as the
+-- caller (not SECURITY DEFINER); its search_path is pinned like every engine function's.
+CREATE OR REPLACE FUNCTION cowsync.refuse_bound_write()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF pg_catalog.current_setting(TG_ARGV[0], true) <> ''
+       AND pg_catalog.current_setting('cowsync.applying', true) IS DISTINCT FROM 'on' THEN
+        RAISE EXCEPTION 'cowsync: cannot % %.% from a connection bound to a session',
+                TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = pg_catalog.format(
+                      'Sessions write through the overlay view %s (unqualified names reach '
+                      'it first on a bound connection); production writes need an unbound '
+                      'connection.', TG_ARGV[1]);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- Overlay mode: disable drops an overlay schema once nothing is left in it.
+CREATE OR REPLACE FUNCTION cowsync.drop_empty_overlay_schema(p_schema text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = p_schema)
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+                       JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                       WHERE n.nspname = p_schema)
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type t
+                       JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+                       WHERE n.nspname = p_schema) THEN
+        EXECUTE pg_catalog.format('DROP SCHEMA %I', p_schema);
+    END IF;
+END
+$fn$;
