@@ -29,8 +29,8 @@ from .errors import (
     ConfigurationError,
     ConflictError,
     DependencyError,
-    SessionBusyError,
 )
+from .giving_way import SHORT_LOCK_WAITS, giving_way
 from .registry import (
     EnabledTable,
     cyclic_tables,
@@ -69,15 +69,6 @@ __all__ = [
 ]
 
 _POLICIES = ("abort", "skip", "overwrite", "merge")
-
-
-def _gave_way(session_id: str, exc: psycopg.errors.DeadlockDetected) -> SessionBusyError:
-    return SessionBusyError(
-        f"session {session_id!r} is busy: an agent transaction holds rows this call needs "
-        "and waits for the session's write lock, which this call held; PostgreSQL broke "
-        "the deadlock by failing this call. Nothing was done: retry, or seal the session "
-        f"first ({exc.diag.message_primary})"
-    )
 
 
 def _session_operations(conn: psycopg.Connection, session_id: str) -> list[str]:
@@ -249,8 +240,11 @@ def commit(
     token = None if reviewed is None else token_for(session_id, reviewed)
     check_if_changed(if_changed)
     nested = conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
-    try:
-        return _commit(
+    return giving_way(
+        conn,
+        session_id,
+        wait,
+        lambda: _commit(
             conn,
             session_id,
             operations,
@@ -262,9 +256,8 @@ def commit(
             if_changed,
             wait,
             nested,
-        )
-    except psycopg.errors.DeadlockDetected as exc:
-        raise _gave_way(session_id, exc) from exc
+        ),
+    )
 
 
 def _commit(
@@ -290,7 +283,7 @@ def _commit(
         # connection bound to a session (their guard refuses bound writes otherwise).
         conn.execute(
             "SET CONSTRAINTS ALL DEFERRED; "
-            "SELECT pg_catalog.set_config('cowsync.applying', 'on', true)"
+            "SELECT pg_catalog.set_config('cowsync.applying', 'on', true), " + SHORT_LOCK_WAITS
         )
         if token is not None:
             operations = operations_within_review(
@@ -450,12 +443,14 @@ def discard(
     validate_id(session_id, "session id")
     token = None if reviewed is None else token_for(session_id, reviewed)
     check_if_changed(if_changed)
-    try:
-        return _discard(
+    return giving_way(
+        conn,
+        session_id,
+        wait,
+        lambda: _discard(
             conn, session_id, operations, tables, include_dependents, token, if_changed, wait
-        )
-    except psycopg.errors.DeadlockDetected as exc:
-        raise _gave_way(session_id, exc) from exc
+        ),
+    )
 
 
 def _discard(
@@ -470,6 +465,7 @@ def _discard(
 ) -> DiscardResult:
     with conn.transaction():
         lock_session(conn, session_id, wait)
+        conn.execute("SELECT " + SHORT_LOCK_WAITS)
         all_tables = enabled_tables(conn)
         require_session(conn, session_id, all_tables)
         if token is not None:

@@ -8,6 +8,8 @@ snapshot and then waits for that lock, and the test lets go only once
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
@@ -384,3 +386,68 @@ def test_sealing_an_unknown_session_leaves_no_lock_row_behind(shop):
     assert shop.execute(
         "SELECT count(*) FROM cowsync.session_locks WHERE session_id = 'nobody'"
     ).fetchone() == (0,)
+
+
+def test_a_commit_gives_way_instead_of_deadlocking_with_a_queued_agent_write(shop, connect):
+    # The cycle that forms after an agent write stopped polling for the session's write
+    # lock and queued for it (so its own check of the chain of waits is over): the commit
+    # holds that lock and then needs a row the agent's transaction locked. PostgreSQL
+    # would break it with 40P01 after deadlock_timeout; the commit must give way first
+    # (its row waits are shorter), retry once the agent is done, and succeed.
+    write(shop, "s1", "a", "UPDATE customers SET credit = 1 WHERE id = 1")
+    write(shop, "s1", "a", "UPDATE customers SET credit = 2 WHERE id = 2")
+    observer = connect()
+    production = connect(autocommit=False)
+    production.execute("SELECT 1 FROM ONLY customers_base WHERE id = 2 FOR UPDATE")
+    agent = connect(autocommit=False, options="-c deadlock_timeout=50ms")
+    agent.execute("SELECT set_config('app.session_id', 's1', false)")
+    agent.execute("SELECT * FROM customers WHERE id = 1 FOR UPDATE")  # the session's row
+    # The commit's row waits end after a quarter of its deadlock_timeout (1 s here):
+    # longer than the steps below take, so the commit still waits for production's row
+    # when the agent queues, and PostgreSQL's detector (at 4 s) would come after it.
+    reviewer = connect(options="-c deadlock_timeout=4s")
+
+    committing = Background(cowsync.commit, reviewer, "s1", on_conflict="overwrite")
+    try:
+        wait_until_blocked(observer, reviewer.info.backend_pid)  # on production's row 2
+    except AssertionError:
+        committing.join()
+        raise AssertionError(f"the commit did not wait: {committing.error!r}") from None
+    writing = Background(agent.execute, "UPDATE customers SET tier = 'vip' WHERE id = 3")
+    wait_until_blocked(observer, agent.info.backend_pid)
+    time.sleep(0.2)  # past the agent's deadlock_timeout: it queued, its checks are over
+    production.rollback()  # the commit goes on, to the agent's locked row: the cycle
+    writing.join()
+    agent.commit()
+    committing.join()
+
+    assert writing.error is None
+    assert committing.error is None, committing.error
+    assert credit(shop, 1) == 1 and credit(shop, 2) == 2
+
+
+def test_a_commit_whose_rows_stay_locked_gives_up_after_wait_and_changes_nothing(shop, connect):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 1 WHERE id = 1")
+    production = connect(autocommit=False)
+    production.execute("SELECT 1 FROM ONLY customers_base WHERE id = 1 FOR UPDATE")
+    reviewer = connect(options="-c deadlock_timeout=100ms")
+
+    with pytest.raises(cowsync.SessionBusyError, match="stayed locked"):
+        cowsync.commit(reviewer, "s1", wait=0.3)
+    production.rollback()
+
+    assert credit(shop, 1) == 100 and credit(shop, 1, "s1") == 1
+    cowsync.commit(reviewer, "s1", wait=0.3)
+    assert credit(shop, 1) == 1
+
+
+def test_a_commit_in_a_callers_transaction_leaves_its_lock_timeout_alone(shop, connect):
+    write(shop, "s1", "a", "UPDATE customers SET credit = 1 WHERE id = 1")
+    conn = connect(autocommit=False)
+    conn.execute("SET LOCAL lock_timeout = '5s'")
+
+    cowsync.commit(conn, "s1")
+
+    assert conn.execute("SHOW lock_timeout").fetchone() == ("5s",)
+    conn.commit()
+    assert credit(shop, 1) == 1

@@ -388,8 +388,11 @@ def test_an_agent_writing_a_while_after_a_commit_waits_for_its_row_lock_never_de
             failed = exc
         agent.rollback()
     run.join()
-    assert getattr(failed, "sqlstate", None) == "40001", failed  # the agent retries
-    assert run.error is None  # and the reviewer's call went through
+    # Either the agent's write saw the cycle and stepped back (40001: it retries), or the
+    # reviewer's call had given way (its row waits are shorter than deadlock_timeout)
+    # and let it through; never 40P01, and the reviewer's call went through.
+    assert failed is None or failed.sqlstate == "40001", failed
+    assert run.error is None
 
 
 def test_an_agent_writing_a_while_after_a_discard_waits_for_its_row_lock_never_deadlocks(
@@ -410,5 +413,8 @@ def test_an_agent_writing_a_while_after_a_discard_waits_for_its_row_lock_never_d
             failed = exc
         agent.rollback()
     run.join()
-    assert getattr(failed, "sqlstate", None) == "40001", failed  # the agent retries
-    assert run.error is None  # and the reviewer's call went through
+    # Either the agent's write saw the cycle and stepped back (40001: it retries), or the
+    # reviewer's call had given way (its row waits are shorter than deadlock_timeout)
+    # and let it through; never 40P01, and the reviewer's call went through.
+    assert failed is None or failed.sqlstate == "40001", failed
+    assert run.error is None
