@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from . import catalog, render
-from .errors import NotEnabledError, PendingChangesError
+from .errors import ConfigurationError, NotEnabledError, PendingChangesError
 from .install import (
     _apply_decorations,
     _build_layout,
@@ -54,6 +54,7 @@ def alter(
             raise NotEnabledError(
                 f"{name} is not COW-enabled; alter it with a plain ALTER TABLE statement"
             )
+        refuse_overlay(row, "alter")
         registry_id, schema, view_name, base_name, changes_name = (
             int(row[0]),  # type: ignore[call-overload]
             str(row[1]),
@@ -135,6 +136,16 @@ def alter(
                 sql.SQL("ALTER VIEW {} OWNER TO {}").format(layout.view, sql.Identifier(owner))
             )
         _refresh_triggers(conn, config)
+
+
+def refuse_overlay(row: tuple[object, ...], action: str) -> None:
+    """Refuse what does not handle overlay tables yet (docs/overlay.md), before it
+    changes anything."""
+    if row[5] == "overlay":
+        raise ConfigurationError(
+            f"cowsync.{action} does not handle overlay tables yet ({row[1]}.{row[2]}): "
+            "disable the table (with no pending changes), change it, and enable it again"
+        )
 
 
 def refresh(conn: psycopg.Connection, table: str | tuple[str, str]) -> None:
@@ -232,6 +243,7 @@ def truncate(conn: psycopg.Connection, table: str | tuple[str, str]) -> int:
     row = _registry_row(conn, name)
     if row is None:
         raise NotEnabledError(f"{name} is not COW-enabled; use TRUNCATE")
+    refuse_overlay(row, "truncate")
     schema, view_name, base_name = str(row[1]), str(row[2]), str(row[3])
     _refuse_if_referenced(conn, schema, view_name, base_name)
     session = conn.execute(

@@ -232,7 +232,7 @@ def harden(
             ident = sql.Identifier(role)
             if kinds[role] == "agent":
                 for t in tables:
-                    for relation in (t.base, t.changes):
+                    for relation in _stored(t):
                         oid = _oid(conn, relation)
                         _revoke_table(conn, relation, oid, role)
                     _revoke_table(conn, t.view, _oid(conn, t.view), role, keep=_VIEW_PRIVILEGES)
@@ -263,10 +263,18 @@ def harden(
                 for grant, undo in grants:
                     _grant(conn, sql.SQL(grant).format(ident), sql.SQL(undo).format(ident))
                 for t in tables:
-                    for relation in (t.base, t.changes, t.view):
+                    for relation in (*_stored(t), t.view):
                         _grant_on_relation(conn, relation, role, _TABLE_PRIVILEGES)
         _hand_views_to(conn, view_owner, tables)
     return check_hardening(conn)
+
+
+def _stored(t: EnabledTable) -> tuple[sql.Identifier, ...]:
+    """The relations holding a table's rows: base and change store, and in overlay mode
+    the parent the view scans (a parent's privileges cover reading its children)."""
+    if t.scanned == t.base:
+        return (t.base, t.changes)
+    return (t.base, t.changes, t.scanned)
 
 
 def _hand_views_to(conn: psycopg.Connection, owner: str, tables: list[EnabledTable]) -> None:
@@ -285,7 +293,7 @@ def _hand_views_to(conn: psycopg.Connection, owner: str, tables: list[EnabledTab
     )
     ident = sql.Identifier(owner)
     for t in tables:
-        for relation in (t.base, t.changes):
+        for relation in _stored(t):
             _grant_on_relation(conn, relation, owner, ["SELECT"])
             # FOR UPDATE through the view needs UPDATE on some column of the base.
             _grant_update_on_column(conn, relation, owner, t.key_columns[0])
@@ -489,10 +497,9 @@ def check_hardening(conn: psycopg.Connection) -> list[HardeningIssue]:
             )
         for t in tables:
             relations: list[tuple[sql.Composable, tuple[str, ...]]] = [
-                (t.base, _TABLE_PRIVILEGES),
-                (t.changes, _TABLE_PRIVILEGES),
-                (t.view, ("TRUNCATE", "REFERENCES", "TRIGGER")),
+                (relation, _TABLE_PRIVILEGES) for relation in _stored(t)
             ]
+            relations.append((t.view, ("TRUNCATE", "REFERENCES", "TRIGGER")))
             relations += [(sql.SQL(s), ("UPDATE",)) for s in _sequences(conn, t.base)]
             for relation, forbidden in relations:
                 issues.extend(
@@ -593,8 +600,10 @@ def _owner_fix(conn: psycopg.Connection, table: EnabledTable, view_owner: str) -
     ready = conn.execute(
         "SELECT pg_catalog.has_table_privilege(r.oid, %(base)s::regclass, 'SELECT') "
         "AND pg_catalog.has_table_privilege(r.oid, %(changes)s::regclass, 'SELECT') "
+        "AND pg_catalog.has_table_privilege(r.oid, %(scanned)s::regclass, 'SELECT') "
         "FROM pg_roles r WHERE r.rolname = %(owner)s",
         {
+            "scanned": table.scanned.as_string(conn),
             "base": table.base.as_string(conn),
             "changes": table.changes.as_string(conn),
             "owner": view_owner,
@@ -618,10 +627,12 @@ def _view_lock_issues(
         SELECT pg_catalog.pg_get_userbyid(c.relowner), r.rolsuper
                OR pg_catalog.has_table_privilege(r.oid, %(base)s::regclass, %(locking)s)
                OR pg_catalog.has_table_privilege(r.oid, %(changes)s::regclass, %(locking)s)
+               OR pg_catalog.has_table_privilege(r.oid, %(scanned)s::regclass, %(locking)s)
         FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
         WHERE c.oid = %(view)s::regclass
         """,
         {
+            "scanned": table.scanned.as_string(conn),
             "base": table.base.as_string(conn),
             "changes": table.changes.as_string(conn),
             "view": table.view.as_string(conn),
@@ -694,7 +705,9 @@ def _relation_issues(
 def _refuse_schema_create(conn: psycopg.Connection, schema: str) -> None:
     """Raise while a registered agent role can create objects in (or owns) the schema of
     an enabled table, ``schema`` or ``cowsync``: the rollback undoes what harden did."""
-    schemas = sorted({t.schema for t in enabled_tables(conn)} | {schema, "cowsync"})
+    tables = enabled_tables(conn)
+    overlays = {t.view_schema for t in tables if t.view_schema is not None}
+    schemas = sorted({t.schema for t in tables} | overlays | {schema, "cowsync"})
     agents = [
         r[0] for r in conn.execute("SELECT role_name FROM cowsync.roles WHERE kind = 'agent'")
     ]
@@ -771,7 +784,8 @@ def _ownership_issues(
 ) -> list[HardeningIssue]:
     """Owning (or creating in) the schemas or the database lets a role drop what it cannot
     touch otherwise."""
-    issues = _schema_issues(conn, role, sorted({t.schema for t in tables} | {"cowsync"}))
+    overlays = {t.view_schema for t in tables if t.view_schema is not None}
+    issues = _schema_issues(conn, role, sorted({t.schema for t in tables} | overlays | {"cowsync"}))
     database = conn.execute(
         "SELECT datname, pg_catalog.pg_get_userbyid(datdba), "
         "pg_catalog.pg_has_role(%s, datdba, 'MEMBER') "

@@ -757,9 +757,13 @@ def _copy_privileges_and_comments(
 
 
 def enable_schema(
-    conn: psycopg.Connection, schema: str = "public", exclude: Iterable[str] = ()
+    conn: psycopg.Connection,
+    schema: str = "public",
+    exclude: Iterable[str] = (),
+    mode: Mode = "in-place",
+    overlay_schema: str | None = None,
 ) -> EnableSchemaResult:
-    """Enable every eligible plain table of ``schema``.
+    """Enable every eligible plain table of ``schema`` (in ``mode``, as :func:`enable`).
 
     Tables named in ``exclude``, already enabled, or not eligible (no key, a
     partition, ...) are listed in ``skipped`` with the reason; so is a table whose
@@ -771,6 +775,7 @@ def enable_schema(
     >>> cowsync.enable_schema(conn, "public").skipped  # doctest: +SKIP
     {'public.audit': 'public.audit has no primary key ...'}
     """
+    check_mode(mode, overlay_schema)
     excluded = set(exclude)
     result = EnableSchemaResult()
     with conn.transaction():
@@ -816,8 +821,8 @@ def enable_schema(
                 continue
             try:
                 with conn.transaction():
-                    _enable_locked(conn, TableName(schema, relname), config)
-            except (UnsupportedTableError, InvalidNameError) as exc:
+                    _enable_locked(conn, TableName(schema, relname), config, mode, overlay_schema)
+            except (UnsupportedTableError, InvalidNameError, ConfigurationError) as exc:
                 result.skipped[label] = str(exc)
             except psycopg.OperationalError:
                 raise

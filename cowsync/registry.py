@@ -25,6 +25,7 @@ class EnabledTable:
     columns: tuple[str, ...]
     always_identity: tuple[str, ...]  # identity columns GENERATED ALWAYS
     view_schema: str | None = None  # overlay mode: where the view and change store live
+    parent_name: str | None = None  # overlay mode: the empty parent of base and change store
 
     @property
     def label(self) -> str:
@@ -45,6 +46,14 @@ class EnabledTable:
     @property
     def view(self) -> sql.Identifier:
         return sql.Identifier(self.view_schema or self.schema, self.name)
+
+    @property
+    def scanned(self) -> sql.Identifier:
+        """What the view reads: the base in place, the parent in overlay mode (privileges
+        on a parent cover its children, so the parent is what a view owner needs)."""
+        if self.view_schema is None or self.parent_name is None:
+            return self.base
+        return sql.Identifier(self.view_schema, self.parent_name)
 
     def cols(self, prefix: str | None = None) -> sql.Composed:
         """The table's columns as a list, optionally qualified by ``prefix``."""
@@ -90,7 +99,7 @@ def enabled_tables(
                pg_catalog.array_agg(a.attname::text ORDER BY a.attnum),
                pg_catalog.array_agg(a.attname::text ORDER BY a.attnum)
                    FILTER (WHERE a.attidentity = 'a'),
-               t.view_schema
+               t.view_schema, t.parent_name
         FROM cowsync.tables t
         JOIN pg_namespace n ON n.nspname = t.schema_name
         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.base_name
@@ -101,7 +110,7 @@ def enabled_tables(
     ).fetchall()
     found = [
         EnabledTable(
-            r[0], r[1], r[2], r[3], r[4], tuple(r[5]), tuple(r[6]), tuple(r[7] or ()), r[8]
+            r[0], r[1], r[2], r[3], r[4], tuple(r[5]), tuple(r[6]), tuple(r[7] or ()), r[8], r[9]
         )
         for r in rows
     ]

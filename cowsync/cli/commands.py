@@ -18,6 +18,7 @@ from rich.text import Text
 from .. import apply, install, reviewing
 from ..errors import ConflictError
 from ..inert import inert
+from ..results import Mode
 from ..review_token import ReviewToken
 from . import display, jsonout
 from .context import CliContext, libpq_environment_set
@@ -176,10 +177,28 @@ def _tables_or_schema(tables: Sequence[str], schema: str | None) -> None:
     metavar="TABLE",
     help="With --schema: leave this table out (repeat for more).",
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["in-place", "overlay"]),
+    default="in-place",
+    show_default=True,
+    help="in-place: a view takes the table's name; overlay: the table stays as it is and "
+    "the view goes to an overlay schema that bound connections see first.",
+)
+@click.option(
+    "--overlay-schema",
+    metavar="SCHEMA",
+    help="With --mode overlay: the schema for the views (default: SCHEMA_cow).",
+)
 @pass_cli
 @reports_errors
 def enable(
-    cli: CliContext, tables: tuple[str, ...], schema: str | None, exclude: tuple[str, ...]
+    cli: CliContext,
+    tables: tuple[str, ...],
+    schema: str | None,
+    exclude: tuple[str, ...],
+    mode: Mode,
+    overlay_schema: str | None,
 ) -> None:
     """COW-enable tables, or a whole schema.
 
@@ -188,7 +207,9 @@ def enable(
     _tables_or_schema(tables, schema)
     with cli.connect() as conn:
         if schema:
-            result = install.enable_schema(conn, schema, exclude=exclude)
+            result = install.enable_schema(
+                conn, schema, exclude=exclude, mode=mode, overlay_schema=overlay_schema
+            )
             for label in result.enabled:
                 cli.console.print(f"enabled {label}")
             for label, reason in result.skipped.items():
@@ -198,10 +219,14 @@ def enable(
             return
         before = {t.table for t in install.status(conn)}
         with conn.transaction():
-            statuses = [install.enable(conn, table) for table in tables]
+            statuses = [
+                install.enable(conn, table, mode=mode, overlay_schema=overlay_schema)
+                for table in tables
+            ]
     for status in statuses:
         verb = "already enabled" if status.table in before else "enabled"
-        cli.console.print(f"{verb} {status.table} (key: {', '.join(status.key_columns)})")
+        where = f", {status.mode}" if status.mode != "in-place" else ""
+        cli.console.print(f"{verb} {status.table} (key: {', '.join(status.key_columns)}{where})")
 
 
 @click.command()

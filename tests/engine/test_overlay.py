@@ -244,3 +244,15 @@ def test_a_chosen_overlay_schema_holds_the_view(items):
         assert items.execute("SELECT qty FROM items WHERE id = 1").fetchone() == (4,)
     items.execute("SET search_path TO public")
     assert rows(items)[0] == (1, "apple", 1)
+
+
+def test_alter_and_truncate_refuse_overlay_tables_for_now(items):
+    cowsync.enable(items, "items", mode="overlay")
+
+    with pytest.raises(cowsync.ConfigurationError, match="does not handle overlay tables yet"):
+        cowsync.alter(items, "items", "ADD COLUMN note text")
+    with pytest.raises(cowsync.ConfigurationError, match="does not handle overlay tables yet"):
+        cowsync.truncate(items, "items")
+
+    assert rows(items) == [(1, "apple", 1), (2, "pear", 2)]
+    assert "note" not in [c.name for c in items.execute("SELECT * FROM items").description]

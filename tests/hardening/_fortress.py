@@ -106,6 +106,7 @@ def build_fortress(
     make_role: Callable[..., str],
     *,
     read_requires_session: bool = False,
+    mode: str = "in-place",
 ) -> Fortress:
     """Create the tables and roles in ``admin``'s database, enable and harden, seed sessions."""
     agent = make_role("agent")
@@ -119,7 +120,7 @@ def build_fortress(
     admin.execute(sql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}").format(app_roles))
     admin.execute(sql.SQL("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}").format(app_roles))
     for table in TABLES:
-        cowsync.enable(admin, table)
+        cowsync.enable(admin, table, mode=mode)  # type: ignore[arg-type]
     issues = cowsync.harden(
         admin,
         agent_roles=[agent, other_agent],
@@ -136,28 +137,32 @@ def build_fortress(
         agent_session="own-" + secrets.token_hex(4),
         victim_session="victim-" + secrets.token_hex(4),
     )
+    views = "public_cow.items" if mode == "overlay" else "items"
+    parents = "public_cow.shop_parent" if mode == "overlay" else "shop_parent"
     with (
         fortress.connect_as(other_agent) as victim,
         cowsync.session(victim, fortress.victim_session, "victim-op"),
     ):
-        victim.execute("UPDATE items SET name = 'victim secret' WHERE id = 1")
-        victim.execute("INSERT INTO shop_parent (name) VALUES ('victim parent')")
+        victim.execute(f"UPDATE {views} SET name = 'victim secret' WHERE id = 1")
+        victim.execute(f"INSERT INTO {parents} (name) VALUES ('victim parent')")
     with (
         fortress.connect_as(agent) as conn,
         cowsync.session(conn, fortress.agent_session, "own-op"),
     ):
-        conn.execute("UPDATE items SET qty = qty + 1 WHERE id = 2")
+        conn.execute(f"UPDATE {views} SET qty = qty + 1 WHERE id = 2")
     return fortress
 
 
 # --- what must not change -------------------------------------------------------------------
 
 
-def _relations(conn: psycopg.Connection[Any]) -> list[tuple[str, str, str]]:
+def _relations(conn: psycopg.Connection[Any]) -> list[tuple[str, str, str, str]]:
+    """(schema, base, schema of the change store, change store) of each enabled table."""
     return [
-        (r[0], r[1], r[2])
+        (r[0], r[1], r[2], r[3])
         for r in conn.execute(
-            "SELECT schema_name, base_name, changes_name FROM cowsync.tables ORDER BY id"
+            "SELECT schema_name, base_name, coalesce(view_schema, schema_name), changes_name "
+            "FROM cowsync.tables ORDER BY id"
         )
     ]
 
@@ -165,7 +170,7 @@ def _relations(conn: psycopg.Connection[Any]) -> list[tuple[str, str, str]]:
 def base_checksums(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
     """An md5 of every row of every base table (rows as text, in a fixed order)."""
     sums: dict[str, str | None] = {}
-    for schema, base, _ in _relations(conn):
+    for schema, base, _, _ in _relations(conn):
         row = conn.execute(
             sql.SQL(
                 "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM ONLY {} AS t"
@@ -179,7 +184,7 @@ def base_checksums(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
 def session_checksums(conn: psycopg.Connection[Any], session_id: str) -> dict[str, str | None]:
     """An md5 of every change-store row of one session (all columns, history included)."""
     sums: dict[str, str | None] = {}
-    for schema, _, changes in _relations(conn):
+    for _, _, schema, changes in _relations(conn):
         row = conn.execute(
             sql.SQL(
                 "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM ONLY {} AS t "
