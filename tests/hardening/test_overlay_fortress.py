@@ -95,9 +95,11 @@ def test_an_agent_cannot_reach_the_table_or_the_stores_behind_the_view(
     )
     with _agent(overlay_fortress) as conn:
         conn.autocommit = False
-        with cowsync.session(conn, overlay_fortress.agent_session):
-            with pytest.raises(psycopg.Error) as refused:
-                conn.execute(statement)
+        with (
+            cowsync.session(conn, overlay_fortress.agent_session),
+            pytest.raises(psycopg.Error) as refused,
+        ):
+            conn.execute(statement)
         conn.rollback()
 
     assert refused.value.sqlstate == INSUFFICIENT_PRIVILEGE
