@@ -3,31 +3,41 @@
 Two ways to say "these statements belong to session S":
 
 * :func:`session` sets the COW variables on one connection and restores the
-  previous values on exit.
+  previous values on exit (``search_path`` included: see below).
 * :func:`bind` records the binding in a :class:`contextvars.ContextVar`; pools and
   integrations read it with :func:`current_binding` when they hand out a connection.
 
 Ids never appear in statement text: every statement here sends them as parameters,
 through a server-side-binding cursor whatever the connection's ``cursor_factory``
 (a ``ClientCursor`` would interpolate them), so ``pg_stat_activity.query`` shows
-``set_config($1, $2, $3)`` to every other backend, including those of the same role.
+``set_config('app.session_id', $1, false)`` to every other backend, including those of
+the same role.
+
+Every statement that binds also puts the overlay schemas first on ``search_path``
+(overlay mode: unqualified names resolve to the session's views), and every statement
+that unbinds gives the unbound path back, saved meanwhile in the custom setting
+``cowsync.unbound_search_path``; the same statement, no extra round trip. See
+:mod:`cowsync.overlay_path`; :func:`settings_query` builds the statement for every path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import itertools
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import pq
+from psycopg import pq, sql
 from psycopg.rows import tuple_row
 
 from .config import DEFAULT_CONFIG, CowConfig, validate_id
 from .errors import ConfigurationError
+from .overlay_path import UNBOUND_SEARCH_PATH, OverlayNaming, PathAction, path_items
 
 
 @dataclass(frozen=True)
@@ -87,54 +97,108 @@ def execute_bound(
 
 def read_settings(conn: psycopg.Connection, config: CowConfig = DEFAULT_CONFIG) -> dict[str, str]:
     """The current values of the COW variables on ``conn`` ('' when unset)."""
-    names = config.variables
+    return read_values(conn, config.variables)
+
+
+def read_values(conn: psycopg.Connection, names: Iterable[str]) -> dict[str, str]:
+    """The current values of the settings ``names`` on ``conn`` ('' when unset)."""
+    names = tuple(names)
     row = execute_bound(
         conn,
-        "SELECT coalesce(pg_catalog.current_setting(%s, true), ''), "
-        "coalesce(pg_catalog.current_setting(%s, true), ''), "
-        "coalesce(pg_catalog.current_setting(%s, true), '')",
+        "SELECT " + ", ".join("coalesce(pg_catalog.current_setting(%s, true), '')" for _ in names),
         list(names),
     )
     assert row is not None
     return dict(zip(names, row))
 
 
+def restorable_names(config: CowConfig = DEFAULT_CONFIG) -> tuple[str, ...]:
+    """The settings a binding changes: the COW variables, ``search_path`` and the saved path.
+
+    Read them before binding and set them back raw (:func:`apply_settings`) to restore
+    exactly what was there, also an outer binding.
+    """
+    return (*config.variables, "search_path", UNBOUND_SEARCH_PATH)
+
+
+@functools.lru_cache(maxsize=256)
+def settings_query(
+    names: tuple[str, ...],
+    *,
+    local: bool,
+    path: PathAction | None = None,
+    preview_name: str | None = None,
+    empty: bool = False,
+    numbered: bool = False,
+) -> bytes:
+    """The one statement every binding path sends: ``SELECT pg_catalog.set_config(...), ...``.
+
+    One ``set_config(name, value, local)`` per setting in ``names`` (the names are
+    validated setting names, in the text; the values are parameters, one each, in that
+    order), then what ``path`` does to ``search_path`` (:mod:`cowsync.overlay_path`; its
+    parameters, for "bind", follow the values). ``preview_name``: that setting's value is
+    ``cowsync.prepare_preview(session, visible operations)``, two parameters in its place.
+    ``empty``: every value is '' in the text, no parameter (the clear every pool return
+    sends: half the client cost). ``numbered``: ``$1, $2, ...`` placeholders for libpq
+    rather than psycopg's ``%s``.
+    """
+    counter = itertools.count(1)
+
+    def placeholder() -> sql.Composable:
+        return sql.SQL(f"${next(counter)}") if numbered else sql.Placeholder()
+
+    items: list[sql.Composable] = []
+    for name in names:
+        if empty:
+            value: sql.Composable = sql.Literal("")
+        elif name == preview_name:
+            value = sql.SQL("cowsync.prepare_preview({}, {})").format(placeholder(), placeholder())
+        else:
+            value = placeholder()
+        items.append(
+            sql.SQL("pg_catalog.set_config({}, {}, {})").format(
+                sql.Literal(name), value, sql.Literal(local)
+            )
+        )
+    items.extend(path_items(path, local, placeholder))
+    return (sql.SQL("SELECT ") + sql.SQL(", ").join(items)).as_bytes(None)
+
+
 def binding_statement(
     binding: Binding | None, config: CowConfig = DEFAULT_CONFIG, *, local: bool = False
-) -> tuple[str, list[object]]:
+) -> tuple[bytes, list[object]]:
     """One statement that applies ``binding`` (None: clears the variables).
 
-    A preview (visible operations) binds the session variable to the preview copy
-    that ``cowsync.prepare_preview`` materialises, in the same round trip.
+    Binding also puts the overlay schemas first on ``search_path``; clearing gives the
+    unbound path back (see :mod:`cowsync.overlay_path`). A preview (visible operations)
+    binds the session variable to the preview copy that ``cowsync.prepare_preview``
+    materialises, in the same round trip.
     """
     if binding is None:
-        values = dict.fromkeys(config.variables, "")
-        session_expr = "%s"
-    else:
-        values = binding.settings(config)
-        session_expr = "cowsync.prepare_preview(%s, %s)" if binding.visible_operations else "%s"
-    parts: list[str] = []
+        return settings_query(config.variables, local=local, path="unbind", empty=True), []
+    values = binding.settings(config)
+    preview = bool(binding.visible_operations)
     params: list[object] = []
     for name, value in values.items():
-        if name == config.session_variable and session_expr != "%s":
-            parts.append(f"pg_catalog.set_config(%s, {session_expr}, %s)")
-            params.extend((name, value, values[config.visible_operations_variable], local))
+        if preview and name == config.session_variable:
+            params.extend((value, values[config.visible_operations_variable]))
         else:
-            parts.append("pg_catalog.set_config(%s, %s, %s)")
-            params.extend((name, value, local))
-    return "SELECT " + ", ".join(parts), params
+            params.append(value)
+    params.extend(OverlayNaming.of(config).params)
+    query = settings_query(
+        config.variables,
+        local=local,
+        path="bind",
+        preview_name=config.session_variable if preview else None,
+    )
+    return query, params
 
 
 def apply_settings(
     conn: psycopg.Connection, values: dict[str, str], *, local: bool = False
 ) -> None:
-    """Set the COW variables to raw values in one round trip (``local``: this transaction)."""
-    items = list(values.items())
-    query = "SELECT " + ", ".join("pg_catalog.set_config(%s, %s, %s)" for _ in items)
-    params: list[object] = []
-    for name, value in items:
-        params.extend((name, value, local))
-    execute_bound(conn, query, params)
+    """Set settings to raw values in one round trip (``local``: this transaction)."""
+    execute_bound(conn, settings_query(tuple(values), local=local), list(values.values()))
 
 
 def apply_binding(
@@ -144,7 +208,7 @@ def apply_binding(
     *,
     local: bool = False,
 ) -> None:
-    """Apply ``binding`` (or clear it) on ``conn`` in one round trip."""
+    """Apply ``binding`` (or clear it) on ``conn`` in one round trip, ``search_path`` included."""
     query, params = binding_statement(binding, config, local=local)
     execute_bound(conn, query, params)
 
@@ -160,8 +224,11 @@ def session(
 ) -> Iterator[psycopg.Connection]:
     """Bind ``conn`` to a session for the duration of the block.
 
-    The previous values of the COW variables come back on exit, also when the
-    block raises. With ``visible_operations`` the connection reads the session as
+    The previous values of the COW variables, of ``search_path`` and of
+    ``cowsync.unbound_search_path`` come back on exit, also when the block raises,
+    so a nested block gives the outer binding back. Inside the block the overlay
+    schemas come first on ``search_path`` (overlay mode; a database without them
+    keeps its path). With ``visible_operations`` the connection reads the session as
     if only those operations had happened (a preview) and refuses writes.
 
     Enter it with no transaction open on ``conn``: the binding is committed on
@@ -177,7 +244,9 @@ def session(
     binding = make_binding(session_id, operation_id, visible_operations)
     _require_idle(conn)
     with conn.transaction():
-        previous = read_settings(conn, config)
+        # search_path too: the exit gives back the caller's path (an outer binding's
+        # overlay path included), byte for byte.
+        previous = read_values(conn, restorable_names(config))
         apply_binding(conn, binding, config)
     try:
         yield conn

@@ -6,8 +6,9 @@ The pool is psycopg_pool's own; CowPool only plugs into its hooks:
   or the one of the current context (:func:`cowsync.bind`), to the connection it
   hands out;
 * the ``configure`` hook clears the COW variables of every new connection;
-* every return clears them, so a connection waiting in the pool never carries a
-  borrower's session: in the ``reset`` hook, on the pool's worker thread (the
+* every return clears them and gives back the ``search_path`` a binding changed
+  (overlay mode, :mod:`cowsync.overlay_path`), so a connection waiting in the pool
+  never carries a borrower's session: in the ``reset`` hook, on the pool's worker thread (the
   default), or in ``putconn()`` on the borrower's thread (``clear_on_return="caller"``);
 * ``get_stats()`` adds counters of bound and unbound checkouts.
 
@@ -33,7 +34,7 @@ from typing import Any, Literal, cast
 from weakref import WeakKeyDictionary
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import pq
 from psycopg_pool import ConnectionPool
 from psycopg_pool.abc import CT, ConnectionCB, ConninfoParam
 
@@ -46,6 +47,7 @@ from ..binding import (
 )
 from ..config import DEFAULT_CONFIG, CowConfig
 from ..errors import ConfigurationError
+from ..overlay_path import OverlayNaming
 from .transaction_local import (
     TransactionLocalConnection,
     check_psycopg_support,
@@ -251,7 +253,7 @@ class CowPool(ConnectionPool[CT]):
             )
             values[self._config.session_variable] = str(row[0])
             self._count("cow_bindings_applied")
-        tl_conn.state_binding(values, bound=True)
+        tl_conn.state_binding(values, bound=True, overlay=OverlayNaming.of(self._config))
 
     # -- pool hooks ------------------------------------------------------------------------
 
@@ -349,13 +351,11 @@ def _requested_binding(
 
 
 def _clear_statement(config: CowConfig) -> bytes:
-    """``SELECT set_config(name, '', false), ...`` for the three variables, built once.
+    """The statement that clears the three variables and gives the unbound path back.
 
-    The names are validated setting names; as literals rather than parameters the
-    statement costs the client half as much, and it runs on every return.
+    Built once: the values are '' in the text rather than parameters, which costs the
+    client half as much, and it runs on every return.
     """
-    calls = [
-        sql.SQL("pg_catalog.set_config({}, '', false)").format(sql.Literal(name))
-        for name in config.variables
-    ]
-    return (sql.SQL("SELECT ") + sql.SQL(", ").join(calls)).as_bytes(None)
+    query, params = binding_statement(None, config)
+    assert not params
+    return query

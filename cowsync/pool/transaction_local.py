@@ -6,7 +6,9 @@ clients may share one. A session-level ``SET`` would stay behind on a server
 connection and reach whoever gets it next. In transaction-local mode nothing is
 left on the server between transactions: the connection sends
 ``set_config(name, value, true)`` as the first statement of every transaction it
-opens, with this checkout's values ('' when unbound).
+opens, with this checkout's values ('' when unbound); a bound transaction also puts
+the overlay schemas first on its ``search_path`` in that statement, transaction-locally
+(:mod:`cowsync.overlay_path`).
 
 The values travel as parameters, never in the statement's text: another backend,
 even one of the same role, reads ``pg_stat_activity.query`` as
@@ -50,11 +52,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import errors, generators, pq, sql
+from psycopg import errors, generators, pq
 from psycopg.abc import PQGen
 from psycopg.pq.abc import PGconn, PGresult
 
+from ..binding import settings_query
 from ..errors import ConfigurationError
+from ..overlay_path import OverlayNaming, PathAction
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -91,49 +95,58 @@ class LocalSettings:
     """COW variables to state in a transaction: the names go in the text, the values apart.
 
     The statement text depends only on the names (the setting names of a
-    :class:`~cowsync.CowConfig`, validated), so it is the same for every session; the
-    values (session and operation ids) are sent as parameters.
+    :class:`~cowsync.CowConfig`, validated) and on what it does to ``search_path``, so
+    it is the same for every session; the values (session and operation ids) and the
+    overlay naming are sent as parameters. ``overlay``: the statement also puts the
+    overlay schemas first on ``search_path`` (a bound transaction); ``unbind_path``: it
+    gives the unbound path back (a binding that ended inside a transaction). See
+    :mod:`cowsync.overlay_path`.
     """
 
     names: tuple[str, ...]
     values: tuple[str, ...]
+    overlay: OverlayNaming | None = None
+    unbind_path: bool = False
 
     @classmethod
-    def of(cls, values: Mapping[str, str]) -> LocalSettings:
+    def of(
+        cls,
+        values: Mapping[str, str],
+        *,
+        overlay: OverlayNaming | None = None,
+        unbind_path: bool = False,
+    ) -> LocalSettings:
         """The settings for ``values`` (setting name -> value)."""
-        return cls(tuple(values), tuple(values.values()))
+        return cls(tuple(values), tuple(values.values()), overlay, unbind_path)
+
+    @property
+    def path(self) -> PathAction | None:
+        """What the statement does to ``search_path``."""
+        if self.overlay is not None:
+            return "bind"
+        return "unbind" if self.unbind_path else None
 
     @functools.cached_property
     def query(self) -> bytes:
         """``SELECT pg_catalog.set_config('name', %s, true), ...`` for a psycopg cursor."""
-        return _settings_query(self.names, False)
+        return settings_query(self.names, local=True, path=self.path)
 
     @functools.cached_property
     def wire_query(self) -> bytes:
         """The same with ``$1, $2, ...`` placeholders, for libpq's ``send_query_params``."""
-        return _settings_query(self.names, True)
+        return settings_query(self.names, local=True, path=self.path, numbered=True)
 
     @property
-    def params(self) -> list[str]:
-        """The values, for a psycopg cursor."""
-        return list(self.values)
+    def params(self) -> list[object]:
+        """The parameters, for a psycopg cursor."""
+        overlay = [] if self.overlay is None else self.overlay.params
+        return [*self.values, *overlay]
 
     @functools.cached_property
     def wire_params(self) -> list[bytes]:
-        """The values as text-format parameters for libpq (ids are ASCII, validated)."""
-        return [value.encode() for value in self.values]
-
-
-@functools.lru_cache(maxsize=64)
-def _settings_query(names: tuple[str, ...], numbered: bool) -> bytes:
-    # Setting names are not secret and are validated; sql.Literal quotes them anyway.
-    calls = [
-        sql.SQL("pg_catalog.set_config({}, {}, true)").format(
-            sql.Literal(name), sql.SQL(f"${i}" if numbered else "%s")
-        )
-        for i, name in enumerate(names, start=1)
-    ]
-    return (sql.SQL("SELECT ") + sql.SQL(", ").join(calls)).as_bytes(None)
+        """The parameters in text format for libpq (ids are ASCII, validated)."""
+        overlay = [] if self.overlay is None else self.overlay.wire_params
+        return [*(value.encode() for value in self.values), *overlay]
 
 
 def in_one_pipeline(
@@ -251,13 +264,26 @@ class TransactionLocalConnection(psycopg.Connection[Any]):
     # True while a checkout holds a session: unwrappable autocommit paths are refused.
     _cow_bound: bool = False
 
-    def state_binding(self, values: Mapping[str, str] | None, *, bound: bool) -> None:
+    def state_binding(
+        self,
+        values: Mapping[str, str] | None,
+        *,
+        bound: bool,
+        overlay: OverlayNaming | None = None,
+    ) -> None:
         """State ``values`` (setting name -> value) in every transaction from now on.
 
         ``None`` stops stating anything. ``bound`` says whether ``values`` hold a
-        session (then statements that cannot carry them are refused).
+        session (then statements that cannot carry them are refused). ``overlay``
+        (with ``bound``): each transaction also puts the overlay schemas first on its
+        ``search_path``, transaction-locally, like the values (see
+        :mod:`cowsync.overlay_path`); nothing outlives the transaction, so an unbound
+        checkout has no path to give back.
         """
-        self._cow_settings = None if values is None else LocalSettings.of(values)
+        if values is None:
+            self._cow_settings = None
+        else:
+            self._cow_settings = LocalSettings.of(values, overlay=overlay if bound else None)
         self._cow_bound = bound and values is not None
 
     # -- cursors: wrap bound autocommit statements in a pipeline -------------------------

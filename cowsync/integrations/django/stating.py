@@ -11,6 +11,10 @@ same pipeline (one round trip; see :mod:`.cursors`):
 The ids are parameters, never part of a statement's text: another backend, even one of
 the same login role, reads ``pg_stat_activity.query`` and sees ``$1``, not the session.
 
+The same statement puts the overlay schemas first on the transaction's ``search_path``
+(overlay mode: unqualified names resolve to the session's views; see
+:mod:`cowsync.overlay_path`), transaction-locally too, so it ends with the transaction.
+
 Why per statement, not "SET once and remember":
 
 * a ``set_config(..., false)`` made inside a transaction is undone by ``ROLLBACK`` and by
@@ -25,8 +29,9 @@ Why per statement, not "SET once and remember":
 One state per connection remains: after a bound statement ran inside a transaction block,
 the transaction carries those local values until it ends. If the binding ends while the
 transaction goes on (``cow_session`` left inside ``atomic()``), each later statement of
-that transaction states the variables as empty. The flag is cleared only when psycopg
-reports the connection idle (no transaction), when no local setting can survive.
+that transaction states the variables as empty and gives the unbound ``search_path``
+back. The flag is cleared only when psycopg reports the connection idle (no
+transaction), when no local setting can survive.
 
 A preview (visible operations) is materialised once per binding and connection with
 ``cowsync.prepare_preview``; statements then name the preview copy.
@@ -43,6 +48,7 @@ from psycopg import pq
 
 from ...binding import Binding, binding_statement, current_binding, execute_bound
 from ...config import CowConfig
+from ...overlay_path import OverlayNaming
 from ...pool.transaction_local import LocalSettings
 
 _IDLE = pq.TransactionStatus.IDLE
@@ -99,26 +105,30 @@ def settings_to_state(conn: psycopg.Connection[Any], config: CowConfig) -> Local
         return None
     if binding is None:
         if state.stated_in_transaction:
-            return _settings(tuple(clear_values(config).items()))
+            return _clear_settings(config)
         return None
     # Remembered even for an autocommit statement: if it opened a transaction block (a raw
     # BEGIN after our set_config), the next statement finds it open; otherwise it finds the
     # connection idle and forgets.
     state.stated_in_transaction = True
     if binding.visible_operations:
-        return LocalSettings.of(binding_values(conn, binding, config))
+        return LocalSettings.of(
+            binding_values(conn, binding, config), overlay=OverlayNaming.of(config)
+        )
     return _binding_settings(binding, config)
 
 
 @functools.lru_cache(maxsize=4096)
 def _binding_settings(binding: Binding, config: CowConfig) -> LocalSettings:
     # Per binding, not per statement: a request's statements all reuse one object.
-    return LocalSettings.of(binding.settings(config))
+    return LocalSettings.of(binding.settings(config), overlay=OverlayNaming.of(config))
 
 
 @functools.lru_cache(maxsize=64)
-def _settings(items: tuple[tuple[str, str], ...]) -> LocalSettings:
-    return LocalSettings.of(dict(items))
+def _clear_settings(config: CowConfig) -> LocalSettings:
+    # The binding ended inside a transaction a bound statement ran in: its local
+    # overlay path must go too.
+    return LocalSettings.of(clear_values(config), unbind_path=True)
 
 
 def state_settings(conn: psycopg.Connection[Any], stated: LocalSettings) -> None:

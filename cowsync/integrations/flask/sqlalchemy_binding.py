@@ -6,9 +6,12 @@ cowsync plugs into the engine's pool events:
 * ``checkout``: the connection takes the binding of the current context
   (:func:`cowsync.bind`, which the Flask extension sets for each request): one
   ``SELECT set_config(...)`` committed on its own, so no rollback of the borrower's can
-  undo it; nothing when the connection is known to carry exactly that binding already;
+  undo it, which also puts the overlay schemas first on ``search_path`` (overlay mode,
+  :mod:`cowsync.overlay_path`); nothing when the connection is known to carry exactly
+  that binding already;
 * ``reset`` (every return to the pool, before SQLAlchemy's own rollback): the borrower's
-  transaction is rolled back and the variables are cleared. The ``reset`` event runs
+  transaction is rolled back, the variables are cleared and the unbound ``search_path``
+  comes back. The ``reset`` event runs
   inside SQLAlchemy's guarded return path: if clearing fails, SQLAlchemy invalidates the
   connection instead of pooling it, so a connection that may still carry a session is
   never handed out again;
@@ -43,6 +46,7 @@ from sqlalchemy.pool.base import PoolResetState
 from ...binding import Binding, binding_statement, current_binding, execute_committed
 from ...config import DEFAULT_CONFIG, CowConfig
 from ...errors import ConfigurationError
+from ...overlay_path import OverlayNaming
 from ...pool import TransactionLocalConnection
 from ...pool.transaction_local import check_psycopg_support, transaction_local_class
 
@@ -219,7 +223,7 @@ class EngineBinding:
                 [binding.session_id, values[self.config.visible_operations_variable]],
             )
             values[self.config.session_variable] = str(row[0])
-        conn.state_binding(values, bound=True)
+        conn.state_binding(values, bound=True, overlay=OverlayNaming.of(self.config))
 
     def _on_reset(
         self, dbapi_conn: Any, record: ConnectionPoolEntry, reset_state: PoolResetState
@@ -269,7 +273,7 @@ class EngineBinding:
 
 
 def _execute_committed(
-    conn: psycopg.Connection[Any], query: str, params: list[object] | None = None
+    conn: psycopg.Connection[Any], query: str | bytes, params: list[object] | None = None
 ) -> Any:
     """:func:`cowsync.binding.execute_committed`, after dropping a leftover transaction."""
     if conn.info.transaction_status != _IDLE:
