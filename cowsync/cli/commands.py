@@ -190,6 +190,12 @@ def _tables_or_schema(tables: Sequence[str], schema: str | None) -> None:
     metavar="SCHEMA",
     help="With --mode overlay: the schema for the views (default: SCHEMA_cow).",
 )
+@click.option(
+    "--no-guard",
+    is_flag=True,
+    help="With --mode overlay: no statement-level guard on the table (privileges must keep "
+    "bound roles off it, as cowsync harden does for agents).",
+)
 @pass_cli
 @reports_errors
 def enable(
@@ -199,6 +205,7 @@ def enable(
     exclude: tuple[str, ...],
     mode: Mode,
     overlay_schema: str | None,
+    no_guard: bool,
 ) -> None:
     """COW-enable tables, or a whole schema.
 
@@ -208,7 +215,12 @@ def enable(
     with cli.connect() as conn:
         if schema:
             result = install.enable_schema(
-                conn, schema, exclude=exclude, mode=mode, overlay_schema=overlay_schema
+                conn,
+                schema,
+                exclude=exclude,
+                mode=mode,
+                overlay_schema=overlay_schema,
+                guard=not no_guard,
             )
             for label in result.enabled:
                 cli.console.print(f"enabled {label}")
@@ -220,7 +232,9 @@ def enable(
         before = {t.table for t in install.status(conn)}
         with conn.transaction():
             statuses = [
-                install.enable(conn, table, mode=mode, overlay_schema=overlay_schema)
+                install.enable(
+                    conn, table, mode=mode, overlay_schema=overlay_schema, guard=not no_guard
+                )
                 for table in tables
             ]
     for status in statuses:

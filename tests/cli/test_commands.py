@@ -54,6 +54,34 @@ def test_enable_then_status_json_lists_the_tables(
     assert "public.items" in human.stdout and "2 table(s) enabled" in human.stdout
 
 
+def test_enable_in_overlay_mode_from_the_command_line(
+    invoke: Invoke, make_table: Any, conn: psycopg.Connection[Any]
+) -> None:
+    make_table(name="items", rows=2)
+    make_table(name="a", schema="shop")
+    invoke("deploy")
+
+    result = invoke("enable", "items", "--mode", "overlay", "--overlay-schema", "sandbox")
+    assert result.exit_code == 0, result.output
+    assert "enabled public.items (key: id, overlay)" in result.stdout
+    result = invoke("enable", "--schema", "shop", "--mode", "overlay", "--no-guard")
+    assert result.exit_code == 0, result.output
+
+    views = conn.execute(
+        "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'v' AND n.nspname IN ('public', 'sandbox', 'shop', 'shop_cow') "
+        "ORDER BY 1"
+    ).fetchall()
+    assert views == [("sandbox",), ("shop_cow",)]
+    guards = conn.execute(
+        "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'cowsync_bound_guard'"
+    ).fetchall()
+    assert guards == [("items",)]  # shop.a went without one
+    assert {t.mode for t in cowsync.status(conn)} == {"overlay"}
+    refused = invoke("enable", "items", "--overlay-schema", "x")
+    assert refused.exit_code != 0 and "only to mode='overlay'" in refused.output
+
+
 def test_enable_and_disable_a_whole_schema(
     invoke: Invoke, make_table: Any, conn: psycopg.Connection[Any]
 ) -> None:

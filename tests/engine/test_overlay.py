@@ -60,6 +60,12 @@ def test_enable_leaves_the_table_where_it_is(items):
         [oid],
     ).fetchall()
     assert triggers == [("cowsync_bound_guard", False)]
+    # Unbound statements skip the guard's function (its WHEN clause): production pays
+    # the clause, not a PL/pgSQL call.
+    definition = items.execute(
+        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'cowsync_bound_guard'"
+    ).fetchone()[0]
+    assert "WHEN ((current_setting('app.session_id'::text, true) <> ''::text))" in definition
     kinds = dict(
         items.execute(
             "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n "
@@ -256,3 +262,32 @@ def test_alter_and_truncate_refuse_overlay_tables_for_now(items):
 
     assert rows(items) == [(1, "apple", 1), (2, "pear", 2)]
     assert "note" not in [c.name for c in items.execute("SELECT * FROM items").description]
+
+
+def test_without_the_guard_a_bound_connection_is_kept_off_only_by_privileges(items):
+    cowsync.enable(items, "items", mode="overlay", guard=False)
+
+    assert items.execute(
+        "SELECT count(*) FROM pg_trigger WHERE tgname = 'cowsync_bound_guard'"
+    ).fetchone() == (0,)
+    # The owner's bound connection now can write the table schema-qualified (documented);
+    # hardened agent roles cannot (tests/hardening/test_overlay_fortress.py).
+    in_session(items, "s1", "UPDATE public.items SET qty = 3 WHERE id = 1")
+    assert rows(items)[0] == (1, "apple", 3)
+    with pytest.raises(cowsync.ConfigurationError, match="only to mode='overlay'"):
+        cowsync.enable(items, "other", guard=False)
+
+
+def test_a_bound_connection_finds_the_overlay_view_by_its_plain_name(items):
+    # No search_path set by hand: the binding puts public_cow first and takes it away.
+    cowsync.enable(items, "items", mode="overlay")
+    path = items.execute("SHOW search_path").fetchone()[0]
+
+    with cowsync.session(items, "s1"):
+        items.execute("UPDATE items SET qty = 6 WHERE id = 1")
+        assert items.execute("SELECT qty FROM items WHERE id = 1").fetchone() == (6,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            items.execute("UPDATE public.items SET qty = 0")
+
+    assert items.execute("SHOW search_path").fetchone()[0] == path
+    assert rows(items)[0] == (1, "apple", 1)
