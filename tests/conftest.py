@@ -14,6 +14,7 @@ Database fixtures, from the widest scope down:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -135,3 +136,40 @@ def make_table(conn: psycopg.Connection[Any]) -> Callable[..., Any]:
 def catalog_snapshot() -> Callable[..., dict[str, Any]]:
     """``catalog_snapshot(conn, schema="public")``: see tests/_catalog.py."""
     return _catalog_snapshot
+
+
+# --- running suites in overlay mode ---------------------------------------------------------
+#
+# COWSYNC_TEST_MODE=overlay runs the tests with every table enabled in overlay mode: enable
+# and enable_schema default to mode="overlay" (a test that names a mode keeps it). Tests of
+# in place internals (the renamed base, the change store beside it) carry the in_place_only
+# marker and are skipped in that run. scripts/test.sh runs the chosen folders both ways.
+
+TEST_MODE = os.environ.get("COWSYNC_TEST_MODE", "in-place")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if TEST_MODE != "overlay":
+        return
+    skip = pytest.mark.skip(reason="tests in place internals (COWSYNC_TEST_MODE=overlay)")
+    for item in items:
+        if item.get_closest_marker("in_place_only"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _overlay_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    if TEST_MODE != "overlay":
+        return
+    import cowsync
+    from cowsync import install
+
+    for name in ("enable", "enable_schema"):
+        original = getattr(install, name)
+
+        def overlay(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            kwargs.setdefault("mode", "overlay")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(install, name, overlay)
+        monkeypatch.setattr(cowsync, name, overlay)
