@@ -18,6 +18,7 @@ from psycopg import sql
 
 from .config import CowConfig
 from .errors import ConfigurationError
+from .search_path import pinned_search_path
 
 PARENT_SUFFIX = "_parent"
 GUARD_TRIGGER = "cowsync_bound_guard"
@@ -68,7 +69,23 @@ def adopt_base(
     of the guard's cost on a production write, bench/view_paths.py)."""
     base = sql.Identifier(schema, name)
     parent = sql.Identifier(view_schema, parent_name)
-    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING CONSTRAINTS)").format(parent, base))
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {})").format(parent, base))
+    # The table's inheritable CHECK constraints, as they are (NOT VALID ones stay so: a
+    # valid parent constraint over a NOT VALID one of the table is refused), printed
+    # with the engine's search_path so every name in them is qualified.
+    with pinned_search_path(conn):
+        checks = conn.execute(
+            "SELECT conname, pg_catalog.pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype = 'c' AND NOT connoinherit "
+            "ORDER BY conname",
+            (base.as_string(conn),),
+        ).fetchall()
+        for constraint, definition in checks:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    parent, sql.Identifier(constraint), sql.SQL(definition)
+                )
+            )
     conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM PUBLIC").format(parent))
     if owner:
         conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(parent, sql.Identifier(owner)))
