@@ -9,7 +9,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from . import catalog, render
+from . import catalog, overlay, render
 from .errors import ConfigurationError, NotEnabledError, PendingChangesError
 from .install import (
     _apply_decorations,
@@ -54,7 +54,6 @@ def alter(
             raise NotEnabledError(
                 f"{name} is not COW-enabled; alter it with a plain ALTER TABLE statement"
             )
-        refuse_overlay(row, "alter")
         registry_id, schema, view_name, base_name, changes_name = (
             int(row[0]),  # type: ignore[call-overload]
             str(row[1]),
@@ -63,15 +62,18 @@ def alter(
             str(row[4]),
         )
         label = f"{schema}.{view_name}"
-        view_oid = _oid(conn, schema, view_name)
+        before = _layout_from_row(conn, row)
+        store_schema = before.store_schema
+        view_oid = _oid(conn, store_schema, view_name)
         decorations = _read_decorations(conn, view_oid)
         # Keep the view's owner: a hardened view's is not the table's (see cowsync.harden).
         view_owner = conn.execute(
             "SELECT pg_catalog.pg_get_userbyid(relowner) FROM pg_class WHERE oid = %s",
             (view_oid,),
         ).fetchone()
-        before = _layout_from_row(conn, row)
-        conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier(schema, view_name)))
+        conn.execute(sql.SQL("DROP VIEW {}").format(before.view))
+        if before.overlay:  # the table alone takes the change, as a plain table would
+            overlay.detach(conn, before.base, before.parent)
         if actions is not None:
             conn.execute(
                 sql.SQL("ALTER TABLE {} {}").format(
@@ -82,7 +84,7 @@ def alter(
         info = catalog.describe(conn, _oid(conn, schema, base_name))
         if not info.key_columns or info.key_constraint is None:
             raise NotEnabledError(f"after this change {label} would have no key; add one")
-        sessions = _pending(conn, sql.Identifier(schema, changes_name))
+        sessions = _pending(conn, before.changes)
         lost = set(before.column_names) - {c.name for c in info.columns}
         renamed = _renames(before, info)
         lost -= set(renamed)
@@ -103,14 +105,18 @@ def alter(
             )
             conn.execute(
                 sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
-                    sql.Identifier(schema, changes_name),
+                    before.changes,
                     sql.Identifier(f"cowsync_{registry_id}_history"),
                 )
             )
             conn.execute(
                 sql.SQL("DROP INDEX IF EXISTS {}").format(
-                    sql.Identifier(schema, f"cowsync_{registry_id}_current")
+                    sql.Identifier(store_schema, f"cowsync_{registry_id}_current")
                 )
+            )
+        if before.overlay:
+            overlay.follow_table(
+                conn, before.base, before.parent, list(before.columns), info.columns, renamed
             )
         layout = _build_layout(
             conn,
@@ -121,6 +127,8 @@ def alter(
             changes_name,
             tuple(info.key_columns),
             info.key_constraint,
+            before.view_schema,
+            before.parent_name,
         )
         if key_changed:
             for statement in render.changes_key_indexes(layout):
