@@ -7,6 +7,12 @@ A case runs three times, each time in a fresh schema of one shared database:
 * ``session``: the same, with the connection bound to a session; at the end the
   session is committed, so what a commit gives production is compared too.
 
+The tables are enabled in one of cowsync's modes (``cow_mode``): ``in-place`` (the
+table becomes ``items_base`` behind the view ``items``, so production goes through the
+view too) or ``overlay`` (the table stays and production uses it directly; sessions
+reach the view in the overlay schema by the search_path binding sets). A case states
+what it expects in each (:meth:`Case.documented_in`, :meth:`Case.bug_in`).
+
 Every run records *observations*, labelled values that must match the plain run:
 each step's result (rows and rowcount, or SQLSTATE and constraint), what the
 connection sees of each compared table at the end (``state: t``), whether the
@@ -33,9 +39,14 @@ Mode = Literal["plain", "view", "session"]
 MODES: tuple[Mode, ...] = ("plain", "view", "session")
 MODE_TITLES: dict[Mode, str] = {
     "plain": "plain table",
-    "view": "view, no session",
-    "session": "view in a session",
+    "view": "no session",
+    "session": "in a session",
 }
+
+# cowsync's modes (cowsync.enable(mode=...)): the matrix runs every case in both.
+CowMode = Literal["in-place", "overlay"]
+COW_MODES: tuple[CowMode, ...] = ("in-place", "overlay")
+COW_MODE_TITLES: dict[CowMode, str] = {"in-place": "in place", "overlay": "overlay"}
 
 SAME = "same"
 DOCUMENTED = "documented difference"
@@ -123,6 +134,13 @@ class Ctx:
         """``schema.table`` for cowsync calls (names are never left to search_path)."""
         return f"{self.schema}.{table}"
 
+    def base(self, table: str) -> str:
+        """The relation production's rows of ``table`` are in, as SQL text: the table
+        itself before enabling and in overlay mode, ``items_base`` in place."""
+        return sql.Identifier(self.schema, base_name(self.conn, self.schema, table)).as_string(
+            self.conn
+        )
+
     def observe(self, label: str, value: object) -> None:
         """Record an observation; a repeated label gets a ``#n`` suffix."""
         key, n = label, 2
@@ -192,9 +210,16 @@ class Case:
     ``setup`` creates and fills the tables (run with the case's schema first on the
     search path); ``enable`` lists the tables COW-enabled in the view and session
     modes; ``tables`` those whose contents are compared (default: ``enable``).
-    ``documented`` maps a mode to the difference the docs describe; ``bug`` (a reason
-    starting ``engine bug:`` or ``documented limitation:``) marks a case whose test
-    is an expected failure.
+    ``documented`` maps a mode to the difference the docs describe in place; ``bug``
+    (a reason starting ``engine bug:`` or ``documented limitation:``) marks a case whose
+    test is an expected failure in place.
+
+    ``overlay`` and ``overlay_bug`` say the same for overlay mode. By default overlay
+    mode expects what follows from its design: production uses the table itself, so no
+    difference without a session, and a session goes through a view as in place, so
+    the same documented difference and bug as in place there. A case whose overlay run
+    differs from that says so: ``overlay`` replaces the derived expectations (``{}``:
+    same as the table in both), ``overlay_bug`` the derived bug (``""``: none).
     """
 
     name: str
@@ -206,10 +231,27 @@ class Case:
     tables: tuple[str, ...] | None = None
     documented: Mapping[Mode, Documented] = field(default_factory=dict)
     bug: str | None = None
+    overlay: Mapping[Mode, Documented] | None = None
+    overlay_bug: str | None = None
 
     @property
     def compared_tables(self) -> tuple[str, ...]:
         return self.tables if self.tables is not None else self.enable
+
+    def documented_in(self, cow_mode: CowMode) -> Mapping[Mode, Documented]:
+        """The documented differences of each mode when the tables are enabled in
+        ``cow_mode``."""
+        if cow_mode == "in-place":
+            return self.documented
+        if self.overlay is not None:
+            return self.overlay
+        return {m: d for m, d in self.documented.items() if m == "session"}
+
+    def bug_in(self, cow_mode: CowMode) -> str | None:
+        """Why the case's test is an expected failure in ``cow_mode`` (None: it is not)."""
+        if cow_mode == "in-place" or self.overlay_bug is None:
+            return self.bug
+        return self.overlay_bug or None
 
 
 def execute(
@@ -261,19 +303,36 @@ def _rollback_if_open(conn: psycopg.Connection[Any]) -> None:
         conn.rollback()
 
 
-def run_case(dsn: str, case: Case, mode: Mode, tag: str) -> dict[str, object]:
-    """Run ``case`` in ``mode`` in the database at ``dsn`` (engine deployed); return
-    its observations. Everything the run created is removed before it returns.
+def base_name(conn: psycopg.Connection[Any], schema: str, table: str) -> str:
+    """The name of the relation that holds ``schema.table``'s production rows."""
+    row = conn.execute(
+        "SELECT base_name FROM cowsync.tables WHERE schema_name = %s AND table_name = %s",
+        [schema, table],
+    ).fetchone()
+    return str(row[0]) if row is not None else table
+
+
+def run_case(
+    dsn: str, case: Case, mode: Mode, tag: str, cow_mode: CowMode = "in-place"
+) -> dict[str, object]:
+    """Run ``case`` in ``mode`` in the database at ``dsn`` (engine deployed), its tables
+    enabled in ``cow_mode``; return its observations. Everything the run created is
+    removed before it returns.
 
     Each run has its own connection, so settings, prepared statements and cursors
     never carry over from one run to the next.
     """
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return _run_case(conn, dsn, case, mode, tag)
+        return _run_case(conn, dsn, case, mode, tag, cow_mode)
 
 
 def _run_case(
-    conn: psycopg.Connection[Any], dsn: str, case: Case, mode: Mode, tag: str
+    conn: psycopg.Connection[Any],
+    dsn: str,
+    case: Case,
+    mode: Mode,
+    tag: str,
+    cow_mode: CowMode,
 ) -> dict[str, object]:
     schema = f"fid_{tag}_{mode}"
     session_id = f"fid-{tag}"
@@ -285,8 +344,8 @@ def _run_case(
         conn.execute(case.setup)
         if ctx.cow:
             for table in case.enable:
-                cowsync.enable(conn, ctx.qualified(table))
-        initial = _production(conn, case, mode)
+                cowsync.enable(conn, ctx.qualified(table), mode=cow_mode)
+        initial = _production(conn, case, mode, schema)
         if mode == "session":
             apply_binding(conn, Binding(session_id))
         try:
@@ -300,7 +359,7 @@ def _run_case(
         apply_binding(conn, None)
         ctx.observe(
             "production untouched until commit",
-            mode != "session" or _production(conn, case, mode) == initial,
+            mode != "session" or _production(conn, case, mode, schema) == initial,
         )
         ctx.observe("commit", _commit(conn, session_id) if mode == "session" else "ok")
         for table in case.compared_tables:
@@ -312,11 +371,12 @@ def _run_case(
     return ctx.observations
 
 
-def _production(conn: psycopg.Connection[Any], case: Case, mode: Mode) -> object:
-    """The enabled tables' base rows (only the session run needs them)."""
+def _production(conn: psycopg.Connection[Any], case: Case, mode: Mode, schema: str) -> object:
+    """The enabled tables' production rows (only the session run needs them); read
+    unbound, without inheriting tables (the change store, in place)."""
     if mode != "session":
         return None
-    return [contents(conn, f"{table}_base", only=True) for table in case.enable]
+    return [contents(conn, base_name(conn, schema, table), only=True) for table in case.enable]
 
 
 def _run_step(ctx: Ctx, step: Step | PerMode) -> None:
@@ -354,9 +414,12 @@ def _drop(conn: psycopg.Connection[Any], schema: str) -> None:
     """Disable what the run enabled (the registry must not outlive its tables), then
     drop the schema."""
     enabled = conn.execute(
-        "SELECT table_name FROM cowsync.tables WHERE schema_name = %s", [schema]
+        "SELECT table_name, view_schema FROM cowsync.tables WHERE schema_name = %s", [schema]
     ).fetchall()
-    for (table,) in enabled:
+    overlay_schemas = {
+        view_schema for _, view_schema in enabled if view_schema not in (None, schema)
+    }
+    for table, _ in enabled:
         try:
             cowsync.disable(conn, f"{schema}.{table}", force=True)
         except (cowsync.CowError, psycopg.Error):
@@ -368,6 +431,10 @@ def _drop(conn: psycopg.Connection[Any], schema: str) -> None:
                 [schema, table],
             )
     conn.execute("RESET ALL")
+    for overlay_schema in sorted(overlay_schemas):  # what a failed disable left behind
+        conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(overlay_schema))
+        )
     conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
@@ -422,6 +489,15 @@ class CaseOutcome:
     case: Case
     observations: dict[Mode, dict[str, object]]
     judgements: dict[Mode, Judgement]
+    cow_mode: CowMode = "in-place"
+
+    @property
+    def documented(self) -> Mapping[Mode, Documented]:
+        return self.case.documented_in(self.cow_mode)
+
+    @property
+    def bug(self) -> str | None:
+        return self.case.bug_in(self.cow_mode)
 
     @property
     def verdict(self) -> str:
@@ -440,16 +516,18 @@ class CaseOutcome:
                 lines.append(f"[{mode}] {label}: plain={plain!r} {mode}={value!r} ({flag})")
             for label in judgement.unexplained:
                 if label not in judgement.differences:
-                    expected = self.case.documented[mode].expect.get(label)
+                    expected = self.documented[mode].expect.get(label)
                     lines.append(f"[{mode}] {label}: documented as {expected!r}, not seen")
         return "\n".join(lines)
 
 
-def run_all_modes(dsn: str, case: Case, tag: str) -> CaseOutcome:
-    """Run ``case`` in every mode and judge the view modes."""
-    observations = {mode: run_case(dsn, case, mode, tag) for mode in MODES}
+def run_all_modes(dsn: str, case: Case, tag: str, cow_mode: CowMode = "in-place") -> CaseOutcome:
+    """Run ``case`` in every mode, its tables enabled in ``cow_mode``, and judge the
+    view modes."""
+    observations = {mode: run_case(dsn, case, mode, tag, cow_mode) for mode in MODES}
+    documented = case.documented_in(cow_mode)
     judgements = {
-        mode: judge(observations["plain"], observations[mode], case.documented.get(mode))
+        mode: judge(observations["plain"], observations[mode], documented.get(mode))
         for mode in MODES[1:]
     }
-    return CaseOutcome(case, observations, judgements)
+    return CaseOutcome(case, observations, judgements, cow_mode)

@@ -133,11 +133,14 @@ def truncate(table: str = "items") -> Step:
 
 
 def refresh_after(statement: str, table: str = "items") -> Step:
-    """Run DDL on the base directly, then ``cowsync.refresh`` so sessions honour it."""
+    """Run DDL on the base directly, then ``cowsync.refresh`` so sessions honour it.
+
+    ``{base}`` in ``statement`` names the base (``items_base`` in place, the table itself
+    in overlay mode)."""
 
     def step(ctx: Ctx) -> object:
         def run() -> None:
-            ctx.conn.execute(statement)
+            ctx.conn.execute(statement.format(base=ctx.base(table)))
             cowsync.refresh(ctx.conn, ctx.qualified(table))
 
         return outcome_of(run)
@@ -209,5 +212,26 @@ def waits_for_lock(
         if thread.is_alive():  # pragma: no cover - never leave a thread blocked behind
             other.cancel()
             thread.join(LOCK_WAIT_SECONDS)
+
+    return step
+
+
+def unbound(query: str) -> Step:
+    """Run ``query`` with no session bound (production's connection), observed as
+    ``unbound: query``; in the plain and no-session runs it simply runs."""
+
+    def step(ctx: Ctx) -> None:
+        with ctx.unbound():
+            ctx.sql(query, label=f"unbound: {query}")
+
+    return step
+
+
+def schema_qualified(query: str) -> Step:
+    """Run ``query`` with ``{schema}`` replaced by the case's schema (the schema the
+    table was created in), observed under the query as written."""
+
+    def step(ctx: Ctx) -> None:
+        ctx.sql(query.format(schema=ctx.schema), label=query)
 
     return step
