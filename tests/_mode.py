@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 TEST_MODE = os.environ.get("COWSYNC_TEST_MODE", "in-place")
@@ -53,3 +54,31 @@ def view_of(conn: psycopg.Connection[Any], table: str) -> sql.Identifier:
 def text(conn: psycopg.Connection[Any], ident: sql.Composable) -> str:
     """An identifier as SQL text, for tests that build statements as strings."""
     return ident.as_string(conn)
+
+
+def sessions_path(conn: psycopg.Connection[Any], *, local: bool = False) -> None:
+    """For tests that bind by hand (``set_config('app.session_id', ...)``): in overlay mode,
+    put the overlay schemas first on ``conn``'s search_path, as every binding path does, so
+    unqualified names reach the views; in place, nothing (the views have the tables' names).
+    ``local`` as in ``set_config``: for the current transaction only."""
+    if not OVERLAY:
+        return
+    conn.execute(
+        "SELECT pg_catalog.set_config('search_path', coalesce((SELECT string_agg("
+        "DISTINCT pg_catalog.quote_ident(view_schema), ', ') FROM cowsync.tables) || ', ', '')"
+        " || pg_catalog.current_setting('search_path'), %s)",
+        [local],
+    )
+
+
+# Engine bugs overlay mode still has (reported, being fixed): tests that meet one are
+# strict xfails in the overlay run, so they turn red once the engine is fixed.
+def overlay_bug(reason: str) -> pytest.MarkDecorator:
+    """``@overlay_bug("...")``: a strict xfail in the overlay run, nothing in place."""
+    return pytest.mark.xfail(OVERLAY, reason=f"overlay bug: {reason}", strict=True)
+
+
+PREVIEW_BUG = overlay_bug(
+    "cowsync.prepare_preview and drop_previews look for the change store in the table's "
+    "schema (public.<table>_changes), not in the overlay schema"
+)

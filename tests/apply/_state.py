@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 import cowsync
+from tests._mode import base_of
 
 SHOP = ("customers", "orders")
 
@@ -43,9 +44,10 @@ def rows(
 
 
 def base_rows(conn: psycopg.Connection[Any], table: str) -> list[tuple[Any, ...]]:
-    """The rows of ``table``'s base relation itself (``<table>_base``), by key."""
+    """The rows of ``table``'s base relation itself (``<table>_base`` in place, the table
+    itself in overlay mode), by key."""
     return conn.execute(
-        sql.SQL("SELECT * FROM ONLY {} ORDER BY 1").format(sql.Identifier(f"{table}_base"))
+        sql.SQL("SELECT * FROM ONLY {} ORDER BY 1").format(base_of(conn, table))
     ).fetchall()
 
 
@@ -61,7 +63,7 @@ def session_state(conn: psycopg.Connection[Any], session_id: str) -> dict[str, A
     table (the session's own and its previews'), its operations and its registry rows."""
     state: dict[str, Any] = {}
     stores = conn.execute(
-        "SELECT schema_name, changes_name FROM cowsync.tables ORDER BY id"
+        "SELECT coalesce(view_schema, schema_name), changes_name FROM cowsync.tables ORDER BY id"
     ).fetchall()
     for schema, changes in stores:
         state[changes] = conn.execute(
@@ -87,7 +89,9 @@ def session_state(conn: psycopg.Connection[Any], session_id: str) -> dict[str, A
 def change_store_sessions(conn: psycopg.Connection[Any]) -> set[str]:
     """Every session id (previews included) that has rows in any change store."""
     found: set[str] = set()
-    stores = conn.execute("SELECT schema_name, changes_name FROM cowsync.tables").fetchall()
+    stores = conn.execute(
+        "SELECT coalesce(view_schema, schema_name), changes_name FROM cowsync.tables"
+    ).fetchall()
     for schema, changes in stores:
         found.update(
             r[0]

@@ -8,6 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from psycopg import sql
+
+from tests._mode import base_of
 
 
 class Background:
@@ -53,4 +56,9 @@ def lock_customer(holder: psycopg.Connection[Any], customer_id: int) -> None:
     """Hold a base customer row FOR UPDATE in ``holder``'s open transaction, so a commit
     inserting an order for that customer waits half-way (the foreign key check needs a
     KEY SHARE lock on the customer) after it has written the customers."""
-    holder.execute("SELECT 1 FROM ONLY customers_base WHERE id = %s FOR UPDATE", [customer_id])
+    holder.execute(
+        sql.SQL("SELECT 1 FROM ONLY {} WHERE id = %s FOR UPDATE").format(
+            base_of(holder, "customers")
+        ),
+        [customer_id],
+    )

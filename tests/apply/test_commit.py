@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from psycopg import sql
 
 import cowsync
+from tests._mode import base_of
 from tests.apply._state import base_state, rows, session_ids, session_state, write
 
 ANN = (1, "ann", "gold", 100)
@@ -106,15 +108,14 @@ def test_commit_skips_rows_updated_back_to_their_original_values(shop):
     write(shop, "s1", "b", "UPDATE customers SET credit = 100 WHERE id = 1")
     write(shop, "s1", "b", "INSERT INTO customers (id, name) VALUES (10, 'dee')")
     write(shop, "s1", "b", "DELETE FROM customers WHERE id = 10")
-    xmin_before = shop.execute("SELECT xmin::text FROM customers_base WHERE id = 1").fetchone()
+    xmin = sql.SQL("SELECT xmin::text FROM {} WHERE id = 1").format(base_of(shop, "customers"))
+    xmin_before = shop.execute(xmin).fetchone()
 
     result = cowsync.commit(shop, "s1")
 
     assert result.nothing_to_commit
     assert result.applied == {}
-    assert shop.execute("SELECT xmin::text FROM customers_base WHERE id = 1").fetchone() == (
-        xmin_before
-    )
+    assert shop.execute(xmin).fetchone() == xmin_before
     assert session_ids(shop) == []
 
 

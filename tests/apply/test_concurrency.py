@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 import cowsync
+from tests._mode import base_of, text
 from tests.apply._state import base_state, rows, session_state, write
 from tests.apply._threads import Background, lock_customer, wait_until_blocked
 
@@ -89,7 +90,7 @@ def test_a_commit_killed_mid_way_leaves_base_and_session_as_before(shop, connect
     waiting_on = observer.execute(
         "SELECT query FROM pg_stat_activity WHERE pid = %s", [victim.info.backend_pid]
     ).fetchone()[0]
-    assert "customers_base" in waiting_on
+    assert f"UPDATE ONLY {text(observer, base_of(observer, 'customers'))}" in waiting_on
     observer.execute("SELECT pg_terminate_backend(%s)", [victim.info.backend_pid])
     run.join()
     holder.rollback()

@@ -48,6 +48,7 @@ import psycopg
 import pytest
 
 import cowsync
+from tests._mode import base_of, changes_of, sessions_path, text
 from tests.apply._session_model import (
     KINDS,
     Blocked,
@@ -107,14 +108,15 @@ def world(cow: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 
 def reset(conn: psycopg.Connection[Any]) -> None:
     """Back to the seed: no session rows, no registry entries, the seeded base."""
+    base, changes = text(conn, base_of(conn, "t")), text(conn, changes_of(conn, "t"))
     with conn.transaction():
-        conn.execute("DELETE FROM ONLY t_changes")
+        conn.execute(f"DELETE FROM ONLY {changes}")
         conn.execute("DELETE FROM cowsync.operations")
         conn.execute("DELETE FROM cowsync.sessions")
-        conn.execute("DELETE FROM ONLY t_base")
+        conn.execute(f"DELETE FROM ONLY {base}")
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO t_base (id, v, w) VALUES (%s, %s, %s)",
+                f"INSERT INTO {base} (id, v, w) VALUES (%s, %s, %s)",
                 [(k, *row) for k, row in SEED.items()],
             )
 
@@ -218,6 +220,7 @@ class Harness:
             "SELECT set_config('app.session_id', 's2', false), "
             "set_config('app.operation_id', 'noise', false)"
         )
+        sessions_path(self.conns["N"])
 
     def close(self) -> None:
         pids = [c.info.backend_pid for c in self.conns.values() if not c.closed]
@@ -335,7 +338,8 @@ class Harness:
         obs = self.observer
         found: dict[str, Any] = {}
         expected: dict[str, Any] = {}
-        found["base"] = {r[0]: (r[1], r[2]) for r in obs.execute("SELECT * FROM ONLY t_base")}
+        base, changes = text(obs, base_of(obs, "t")), text(obs, changes_of(obs, "t"))
+        found["base"] = {r[0]: (r[1], r[2]) for r in obs.execute(f"SELECT * FROM ONLY {base}")}
         expected["base"] = dict(model.base)
         found["production view"] = {r[0]: (r[1], r[2]) for r in obs.execute("SELECT * FROM t")}
         expected["production view"] = dict(sorted(model.base.items()))
@@ -352,7 +356,7 @@ class Harness:
         expected["diff"] = model.diff(model.store)
         rows = obs.execute(
             "SELECT id, v, w, _cow_operation, _cow_first_seq, _cow_seq, _cow_current, "
-            "_cow_deleted, _cow_existed, _cow_before FROM ONLY t_changes "
+            f"_cow_deleted, _cow_existed, _cow_before FROM ONLY {changes} "
             "WHERE _cow_session = %s",
             [SESSION],
         ).fetchall()
@@ -435,6 +439,7 @@ class Harness:
                 "set_config('app.operation_id', %s, true)",
                 [SESSION, op],
             )
+            sessions_path(conn, local=True)
             self.model.agent_begin(name, op)
             self.log.append(f"{name}: BEGIN (operation {op})")
         stmt = self.statement(data, for_agent=True)

@@ -14,8 +14,9 @@ import psycopg
 import pytest
 
 import cowsync
+from tests._mode import sessions_path
 from tests.apply._state import base_state, rows, session_state, write
-from tests.apply._threads import Background, wait_until_blocked
+from tests.apply._threads import Background, lock_customer, wait_until_blocked
 
 
 def credit(conn, customer_id, session_id=None):
@@ -398,9 +399,10 @@ def test_a_commit_gives_way_instead_of_deadlocking_with_a_queued_agent_write(sho
     write(shop, "s1", "a", "UPDATE customers SET credit = 2 WHERE id = 2")
     observer = connect()
     production = connect(autocommit=False)
-    production.execute("SELECT 1 FROM ONLY customers_base WHERE id = 2 FOR UPDATE")
+    lock_customer(production, 2)
     agent = connect(autocommit=False, options="-c deadlock_timeout=50ms")
     agent.execute("SELECT set_config('app.session_id', 's1', false)")
+    sessions_path(agent)
     agent.execute("SELECT * FROM customers WHERE id = 1 FOR UPDATE")  # the session's row
     # The commit's row waits end after a quarter of its deadlock_timeout (1 s here):
     # longer than the steps below take, so the commit still waits for production's row
@@ -429,7 +431,7 @@ def test_a_commit_gives_way_instead_of_deadlocking_with_a_queued_agent_write(sho
 def test_a_commit_whose_rows_stay_locked_gives_up_after_wait_and_changes_nothing(shop, connect):
     write(shop, "s1", "a", "UPDATE customers SET credit = 1 WHERE id = 1")
     production = connect(autocommit=False)
-    production.execute("SELECT 1 FROM ONLY customers_base WHERE id = 1 FOR UPDATE")
+    lock_customer(production, 1)
     reviewer = connect(options="-c deadlock_timeout=100ms")
 
     with pytest.raises(cowsync.SessionBusyError, match="stayed locked"):

@@ -37,8 +37,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 import cowsync
+from tests._mode import base_of, sessions_path
 from tests.apply._state import write
 from tests.apply._threads import Background, wait_until_blocked
 
@@ -125,6 +127,7 @@ class Soak:
             "set_config('app.operation_id', %s, true)",
             [SESSION, op],
         )
+        sessions_path(conn, local=True)  # overlay mode: unqualified acct is the view
         inserted = []
         for action in plan:
             if action == "update":
@@ -313,7 +316,10 @@ def test_soak(acct, dsn):
     assert soak.counts["agent transactions"] and soak.counts["production updates"], summary
     assert soak.counts["commits"], summary
 
-    base = {r[0]: (r[1], r[2]) for r in acct.execute("SELECT id, v, w FROM ONLY acct_base")}
+    base_rows = acct.execute(
+        sql.SQL("SELECT id, v, w FROM ONLY {}").format(base_of(acct, "acct"))
+    ).fetchall()
+    base = {r[0]: (r[1], r[2]) for r in base_rows}
     assert {k: v for k, (v, _) in base.items()} == soak.committed_v, summary
     assert {k: w for k, (_, w) in base.items() if k in SEEDED} == soak.last_w, summary
     soak.no_dropped_value(acct)

@@ -12,6 +12,7 @@ import pytest
 from psycopg import pq, sql
 
 import cowsync
+from tests._mode import OVERLAY, base_of, changes_of, sessions_path, text, view_of
 from tests.engine.conftest import error_of, fetch, run_blocked
 
 
@@ -24,9 +25,17 @@ def items(cow, make_table):
 
 
 def base_rows(conn, table="items"):
-    return fetch(
-        conn, sql.SQL("SELECT * FROM ONLY {} ORDER BY 1").format(sql.Identifier(f"{table}_base"))
-    )
+    return fetch(conn, sql.SQL("SELECT * FROM ONLY {} ORDER BY 1").format(base_of(conn, table)))
+
+
+def base(conn, table="items"):
+    """The base relation as SQL text (``items_base`` in place, ``items`` in overlay mode)."""
+    return text(conn, base_of(conn, table))
+
+
+def store(conn, table="items"):
+    """The change store as SQL text."""
+    return text(conn, changes_of(conn, table))
 
 
 def ids_and_qty(conn, table="items"):
@@ -122,7 +131,7 @@ def test_insert_update_delete_reinsert_cycles_on_one_key(items):
             assert fetch(conn, "SELECT count(*) FROM items") == [(10 if key == 5 else 11,)]
             current = fetch(
                 conn,
-                "SELECT count(*) FROM ONLY items_changes WHERE _cow_session = %s "
+                f"SELECT count(*) FROM ONLY {store(conn)} WHERE _cow_session = %s "
                 "AND id = %s AND _cow_current",
                 [sid, key],
             )
@@ -233,6 +242,7 @@ def test_concurrent_writes_to_one_row_of_one_session_lose_nothing(items, connect
             "set_config('app.operation_id', %s, false)",
             [operation],
         )
+        sessions_path(conn)
     first.commit()  # the settings outlive the transaction that made them
     first.execute("UPDATE items SET qty = qty + 10 WHERE id = 1")
 
@@ -346,7 +356,7 @@ def test_a_failed_statement_leaves_no_trace_in_the_session(items):
     conn = items
     with cowsync.session(conn, "S"):
         conn.execute("UPDATE items SET qty = 3 WHERE id = 2")
-        before = fetch(conn, "SELECT t::text FROM ONLY items_changes t ORDER BY 1")
+        before = fetch(conn, f"SELECT t::text FROM ONLY {store(conn)} t ORDER BY 1")
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute("INSERT INTO items (id, name) VALUES (20, 'a'), (21, 'b'), (1, 'dup')")
         with pytest.raises(psycopg.errors.CheckViolation):
@@ -354,7 +364,7 @@ def test_a_failed_statement_leaves_no_trace_in_the_session(items):
         with conn.transaction(force_rollback=True):
             conn.execute("INSERT INTO items (id, name) VALUES (30, 'rolled back')")
             conn.execute("DELETE FROM items WHERE id = 2")
-        assert fetch(conn, "SELECT t::text FROM ONLY items_changes t ORDER BY 1") == before
+        assert fetch(conn, f"SELECT t::text FROM ONLY {store(conn)} t ORDER BY 1") == before
         assert fetch(conn, "SELECT id, qty FROM items WHERE id <= 3 OR id >= 20 ORDER BY id") == [
             (1, 1),
             (2, 3),
@@ -500,7 +510,7 @@ def test_sessions_and_operations_are_recorded_in_write_order(items):
     rows = fetch(
         conn,
         "SELECT _cow_session, _cow_operation, id, _cow_current "
-        "FROM ONLY items_changes ORDER BY _cow_seq",
+        f"FROM ONLY {store(conn)} ORDER BY _cow_seq",
     )
     assert rows == [
         ("S", "op-2", 1, True),
@@ -529,7 +539,7 @@ def test_session_restores_the_previous_binding_on_exit(items):
         pass
     assert variable(conn) in (None, "")
     conn.execute("UPDATE items SET qty = 9 WHERE id = 1")
-    assert fetch(conn, "SELECT qty FROM ONLY items_base WHERE id = 1") == [(9,)]
+    assert fetch(conn, f"SELECT qty FROM ONLY {base(conn)} WHERE id = 1") == [(9,)]
 
 
 def test_session_restores_the_binding_when_the_block_raises(items):
@@ -551,7 +561,7 @@ def test_session_refuses_a_connection_with_a_transaction_open(items):
             pass  # pragma: no cover
         assert variable(conn) in (None, "")
     conn.execute("UPDATE items SET qty = 9 WHERE id = 1")
-    assert fetch(conn, "SELECT count(*) FROM ONLY items_changes") == [(0,)]
+    assert fetch(conn, f"SELECT count(*) FROM ONLY {store(conn)}") == [(0,)]
 
 
 def test_session_rolls_back_a_failed_transaction_on_exit(items):
@@ -604,7 +614,7 @@ def test_a_rollback_after_the_block_does_not_bring_the_binding_back(items, conne
     assert variable(conn) in (None, "")
     conn.execute("UPDATE items SET qty = 71 WHERE id = 2")
     conn.commit()
-    assert fetch(items, "SELECT qty FROM ONLY items_base WHERE id = 2") == [(71,)]
+    assert fetch(items, f"SELECT qty FROM ONLY {base(items)} WHERE id = 2") == [(71,)]
 
 
 def test_new_session_id_is_a_fresh_uuid():
@@ -631,13 +641,18 @@ def test_a_role_granted_the_table_can_write_in_a_session(
 ):
     """An application role with the table's grants must be able to use the table, in
     production and in a session, whether it was granted the table before enable or the
-    view (which carries the table's name) after."""
+    view (which carries the table's name) after. In overlay mode the table and the view
+    are two relations: enable gives the view the table's grants, and a grant made after
+    enable names each (production uses the table, sessions the view)."""
     make_table(rows=10)
     app = make_role(login=True)
 
     def grant():
         cow.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON items TO {app}")
         cow.execute(f"GRANT USAGE ON SEQUENCE items_id_seq TO {app}")
+        if OVERLAY and granted == "after enable":
+            view = text(cow, view_of(cow, "items"))
+            cow.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {view} TO {app}")
 
     if granted == "before enable":
         grant()
