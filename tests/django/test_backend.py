@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 import cowsync
 from cowsync.integrations.django import cow_session
+from tests._mode import base_of
 from tests.django._djdb import DjangoDb
 from tests.django.testapp.models import Product, Stock, Tag, Warehouse
 
@@ -364,7 +365,8 @@ def test_upsert_on_a_partial_unique_index_is_refused_as_on_a_table(deployed_db: 
     assert upsert("Lamp", 2) == refused
     with cow_session("s1"):
         assert upsert("Lamp", 3) == refused
-    deployed_db.raw.execute("CREATE UNIQUE INDEX product_name ON testapp_product_base (name)")
+    base = base_of(deployed_db.raw, "testapp_product").as_string(deployed_db.raw)
+    deployed_db.raw.execute(f"CREATE UNIQUE INDEX product_name ON {base} (name)")
     cowsync.refresh(deployed_db.raw, "testapp_product")
     assert upsert("Lamp", 4) == [("Lamp", Decimal(4))]
     with cow_session("s1"):

@@ -18,6 +18,7 @@ from django.test import override_settings
 
 import cowsync
 from cowsync.integrations.django import cow_session
+from tests._mode import OVERLAY, base_of
 from tests.django._djdb import DjangoDb
 
 SANDBOX_MIGRAPP = {"MODELS": ["migrapp"], "ENABLE_AFTER_MIGRATE": True}
@@ -54,7 +55,9 @@ def at_0001(deployed_db: DjangoDb) -> Iterator[DjangoDb]:
 
 def test_post_migrate_enables_the_chosen_models(at_0001: DjangoDb) -> None:
     assert enabled_tables(at_0001) == ["migrapp_box", "migrapp_crate"]
-    assert sql("SELECT relkind FROM pg_class WHERE relname = 'migrapp_box'") == [("v",)]
+    kinds = sql("SELECT relkind FROM pg_class WHERE relname = 'migrapp_box' ORDER BY 1")
+    # In overlay mode the table stays and the view is in the overlay schema.
+    assert kinds == ([("r",), ("v",)] if OVERLAY else [("v",)])
 
 
 def test_altering_fields_keeps_the_sessions_rows(at_0001: DjangoDb) -> None:
@@ -75,7 +78,8 @@ def test_altering_fields_keeps_the_sessions_rows(at_0001: DjangoDb) -> None:
     with cow_session("s1"), pytest.raises(IntegrityError), transaction.atomic():
         sql("INSERT INTO migrapp_box (label, weight, color) VALUES ('agent', 1, 'red')")
     assert ("box_label_idx",) in sql(
-        "SELECT indexname::text FROM pg_indexes WHERE tablename = 'migrapp_box_base'"
+        "SELECT indexname::text FROM pg_indexes WHERE tablename = %s",
+        [base_of(at_0001.raw, "migrapp_box").as_string(at_0001.raw).split(".")[-1].strip('"')],
     )
     change = cowsync.diff(at_0001.raw, "s1")
     assert {c.after["label"] for c in change} == {"agent", "prod"}
@@ -186,7 +190,7 @@ def test_a_table_that_cannot_be_enabled_never_makes_migrate_fail(deployed_db: Dj
         CREATE FUNCTION refuse_crate() RETURNS event_trigger LANGUAGE plpgsql AS $$
         BEGIN
             IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
-                       WHERE object_identity = 'public.migrapp_crate_changes') THEN
+                       WHERE object_identity LIKE 'public%.migrapp_crate_changes') THEN
                 RAISE EXCEPTION 'no change store for crates';
             END IF;
         END $$;

@@ -57,7 +57,8 @@ __all__ = [
 
 # The key columns of each unique index of an enabled table's base that PostgreSQL's
 # arbiter inference for ``ON CONFLICT (columns)`` (no WHERE) may pick: valid, not
-# partial, plain columns only. Empty when the view is not an enabled table.
+# partial, plain columns only. Empty when the view is not an enabled table. The view is
+# found by its own schema: the table's in place, the overlay schema in overlay mode.
 _UNIQUE_INDEX_COLUMNS_SQL = """
     SELECT ARRAY(SELECT a.attname::text FROM pg_catalog.generate_series(0, i.indnkeyatts - 1) k
                  JOIN pg_catalog.pg_attribute a
@@ -66,7 +67,7 @@ _UNIQUE_INDEX_COLUMNS_SQL = """
     JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name
     JOIN pg_catalog.pg_class b ON b.relnamespace = n.oid AND b.relname = t.base_name
     JOIN pg_catalog.pg_index i ON i.indrelid = b.oid
-    WHERE t.schema_name = %s AND t.table_name = %s
+    WHERE coalesce(t.view_schema, t.schema_name) = %s AND t.table_name = %s
       AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
 """
 
