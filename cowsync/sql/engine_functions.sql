@@ -541,6 +541,25 @@ BEGIN
     END IF;
     FOR cmd IN SELECT * FROM pg_catalog.pg_event_trigger_ddl_commands()
                WHERE classid = 'pg_catalog.pg_class'::regclass LOOP
+        -- Overlay mode: the table (or its change store) under another name or schema
+        -- than the registry's would leave every later cowsync call failing.
+        IF EXISTS (
+            SELECT 1 FROM cowsync.tables r
+            JOIN pg_catalog.pg_inherits i ON i.inhrelid = cmd.objid
+            JOIN pg_catalog.pg_class p ON p.oid = i.inhparent AND p.relname = r.parent_name
+            JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+                                            AND pn.nspname = r.view_schema
+            JOIN pg_catalog.pg_class c ON c.oid = cmd.objid
+            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE r.mode = 'overlay'
+              AND (n.nspname, c.relname) IS DISTINCT FROM (r.schema_name, r.base_name)
+              AND (n.nspname, c.relname) IS DISTINCT FROM (r.view_schema, r.changes_name)
+        ) THEN
+            RAISE EXCEPTION 'cowsync: % is COW-enabled in overlay mode and cannot be renamed or moved',
+                cmd.object_identity
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'Disable it (cowsync.disable), rename or move the table, then enable it again.';
+        END IF;
         CONTINUE WHEN NOT EXISTS (
             SELECT 1 FROM pg_catalog.pg_trigger
             WHERE tgrelid = cmd.objid AND tgname = 'cowsync_write');

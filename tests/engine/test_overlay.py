@@ -341,3 +341,22 @@ def test_not_valid_and_no_inherit_checks_survive_enable_and_disable(items):
     assert in_session(items, "s1", "SELECT qty FROM items WHERE id = 2").fetchone() == (50,)
     cowsync.disable(items, "items", force=True)
     assert_same_catalog(before, catalog_snapshot(items, schema=None))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "ALTER TABLE items RENAME TO goods",
+        "ALTER TABLE items SET SCHEMA elsewhere",
+        "ALTER TABLE public_cow.items_changes RENAME TO moved",
+    ],
+)
+def test_renaming_or_moving_an_overlay_table_is_refused(items, statement):
+    items.execute("CREATE SCHEMA elsewhere")
+    cowsync.enable(items, "items", mode="overlay")
+
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="cannot be renamed or moved"):
+        items.execute(statement)
+
+    assert [t.table for t in cowsync.status(items)] == ["public.items"]
+    items.execute("ALTER TABLE items ADD COLUMN note text")  # other changes still go
