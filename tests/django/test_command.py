@@ -91,6 +91,18 @@ def test_enable_without_names_enables_the_chosen_models(deployed_db: DjangoDb) -
     assert "testapp_tag" in {t.name for t in cowsync.status(deployed_db.raw)}
 
 
+@override_settings(COWSYNC={"MODELS": ["testapp.Warehouse"]})
+def test_enable_with_only_options_enables_the_chosen_models_in_that_mode(
+    deployed_db: DjangoDb,
+) -> None:
+    cowsync_command("enable", "--mode", "overlay", "--overlay-schema", "sandbox")
+    [status] = cowsync.status(deployed_db.raw)
+    assert (status.name, status.mode) == ("testapp_warehouse", "overlay")
+    assert deployed_db.production("SELECT count(*) FROM pg_views WHERE schemaname = 'sandbox'") == [
+        (1,)
+    ]
+
+
 @override_settings(COWSYNC={"MODELS": ["__all__"], "TABLES": ["testapp_review"]})
 def test_all_models_means_the_projects_apps(deployed_db: DjangoDb) -> None:
     from cowsync.integrations.django.conf import cow_settings

@@ -103,12 +103,20 @@ def _split_database(args: list[str], default: str) -> tuple[list[str], str]:
     return rest, alias
 
 
+# enable's options that take a value: the value is not a table name.
+_VALUED = ("--mode", "--overlay-schema", "--exclude", "-x", "--dsn")
+
+
 def _names_tables(args: list[str]) -> bool:
     """True when ``enable``'s arguments name tables or a schema (not only options)."""
-    return any(
-        arg in ("--schema", "-s") or arg.startswith("--schema=") or not arg.startswith("-")
-        for arg in args
-    )
+    previous = ""
+    for arg in args:
+        if arg in ("--schema", "-s") or arg.startswith("--schema="):
+            return True
+        if not arg.startswith("-") and previous not in _VALUED:
+            return True
+        previous = arg
+    return False
 
 
 @contextlib.contextmanager
