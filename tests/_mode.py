@@ -20,8 +20,14 @@ TEST_MODE = os.environ.get("COWSYNC_TEST_MODE", "in-place")
 OVERLAY = TEST_MODE == "overlay"
 
 
-def _row(conn: psycopg.Connection[Any], table: str) -> tuple[str, str, str, str, str]:
-    schema, _, name = table.rpartition(".")
+def _row(
+    conn: psycopg.Connection[Any], table: str | tuple[str, str]
+) -> tuple[str, str, str, str, str]:
+    # "schema.name", "name", or (schema, name) for names with a dot in them
+    if isinstance(table, tuple):
+        schema, name = table
+    else:
+        schema, _, name = table.rpartition(".")
     row = conn.execute(
         "SELECT schema_name, base_name, coalesce(view_schema, schema_name), table_name, "
         "changes_name FROM cowsync.tables WHERE table_name = %s "
@@ -33,19 +39,19 @@ def _row(conn: psycopg.Connection[Any], table: str) -> tuple[str, str, str, str,
     return row  # type: ignore[return-value]
 
 
-def base_of(conn: psycopg.Connection[Any], table: str) -> sql.Identifier:
+def base_of(conn: psycopg.Connection[Any], table: str | tuple[str, str]) -> sql.Identifier:
     """The enabled table's base (``public.items_base`` in place, ``public.items`` overlay)."""
     schema, base, *_ = _row(conn, table)
     return sql.Identifier(schema, base)
 
 
-def changes_of(conn: psycopg.Connection[Any], table: str) -> sql.Identifier:
+def changes_of(conn: psycopg.Connection[Any], table: str | tuple[str, str]) -> sql.Identifier:
     """The enabled table's change store."""
     _, _, store_schema, _, changes = _row(conn, table)
     return sql.Identifier(store_schema, changes)
 
 
-def view_of(conn: psycopg.Connection[Any], table: str) -> sql.Identifier:
+def view_of(conn: psycopg.Connection[Any], table: str | tuple[str, str]) -> sql.Identifier:
     """The view sessions write through."""
     _, _, store_schema, name, _ = _row(conn, table)
     return sql.Identifier(store_schema, name)
@@ -81,4 +87,10 @@ def overlay_bug(reason: str) -> pytest.MarkDecorator:
 PREVIEW_BUG = overlay_bug(
     "cowsync.prepare_preview and drop_previews look for the change store in the table's "
     "schema (public.<table>_changes), not in the overlay schema"
+)
+
+CHECK_INDEX_BUG = overlay_bug(
+    "a re-sync (alter, refresh, deploy) dropping a change-store check index that a dropped "
+    "or changed constraint left behind names it in the table's schema, not the overlay "
+    "schema: 42704 (cowsync/install.py _sync_changes_indexes uses layout.schema)"
 )

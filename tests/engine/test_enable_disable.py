@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 import cowsync
+from tests._mode import OVERLAY, base_of, changes_of, overlay_bug, text, view_of
 from tests.engine.conftest import (
     assert_same_catalog,
     cowsync_catalog,
@@ -67,7 +68,8 @@ def _round_trip(conn, make_table, catalog_snapshot, shape):
     before = catalog_snapshot(conn, None)
 
     cowsync.enable(conn, "items")
-    assert relkind(conn, "public.items") == "v"
+    assert relkind(conn, text(conn, view_of(conn, "items"))) == "v"
+    assert relkind(conn, "public.items") == ("r" if OVERLAY else "v")
     with cowsync.session(conn, "s1"):
         for statement in SESSION_WRITES[shape]:
             assert conn.execute(statement).rowcount == 1, statement
@@ -190,6 +192,11 @@ def test_disable_restores_grants_comments_indexes_triggers_and_foreign_keys(
     assert_same_catalog(before, after)
 
 
+@overlay_bug(
+    "the overlay view gets no column comments: enable comments COLUMN "
+    "<table schema>.<view name>.<column>, the table's own column in overlay mode "
+    "(cowsync/install.py _apply_decorations uses layout.schema, not the view's schema)"
+)
 def test_enable_gives_the_view_the_tables_owner_grants_and_comments(conn, make_table, make_role):
     make_table(rows=2)
     owner, reader = make_role(), make_role()
@@ -210,10 +217,12 @@ def test_enable_gives_the_view_the_tables_owner_grants_and_comments(conn, make_t
     cowsync.deploy(conn)
     cowsync.enable(conn, "items")
 
-    assert fetch(conn, query, ["public.items"]) == table
-    assert fetch(conn, query, ["public.items_base"]) == table
+    assert fetch(conn, query, [text(conn, view_of(conn, "items"))]) == table
+    assert fetch(conn, query, [text(conn, base_of(conn, "items"))]) == table
     changes_owner = fetch(
-        conn, "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'items_changes'::regclass"
+        conn,
+        "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = %s::regclass",
+        [text(conn, changes_of(conn, "items"))],
     )
     assert changes_owner == [(owner,)]
 
@@ -228,7 +237,8 @@ def test_enable_keeps_column_level_grants_working(conn, make_table, make_role, c
     other = connect(user=reader)
     assert fetch(other, "SELECT id, qty FROM items ORDER BY id") == [(1, 1), (2, 2)]
     other.execute("UPDATE items SET qty = 4 WHERE id = 1")
-    assert fetch(conn, "SELECT qty FROM ONLY items_base WHERE id = 1") == [(4,)]
+    base = text(conn, base_of(conn, "items"))
+    assert fetch(conn, f"SELECT qty FROM ONLY {base} WHERE id = 1") == [(4,)]
 
 
 def test_enable_twice_changes_nothing(conn, make_table, catalog_snapshot):
@@ -247,7 +257,7 @@ def test_enable_twice_changes_nothing(conn, make_table, catalog_snapshot):
     assert first.table == second.table == third.table == fourth.table == "public.items"
     assert (second.key_columns, second.base, second.changes) == (
         ("id",),
-        "items_base",
+        "items" if OVERLAY else "items_base",
         "items_changes",
     )
     assert second.pending_rows == 1 and second.sessions == 1
@@ -265,9 +275,9 @@ def test_enable_reports_the_layout(conn, make_table):
         table="public.items",
         schema="public",
         name="items",
-        base="items_base",
+        base="items" if OVERLAY else "items_base",
         changes="items_changes",
-        mode="in-place",
+        mode="overlay" if OVERLAY else "in-place",
         key_columns=("region", "code"),
         engine_version=cowsync.ENGINE_VERSION,
         sessions=0,
@@ -327,6 +337,11 @@ def test_disable_of_a_table_not_enabled_is_refused(conn, make_table, catalog_sna
     assert_same_catalog(before, catalog_snapshot(conn, None))
 
 
+@overlay_bug(
+    "enable_schema leaves an overlay table already enabled out of its result (neither "
+    "enabled nor skipped 'already enabled'): its base_name is its own name, which the loop "
+    "skips as one of cowsync's own relations (cowsync/install.py enable_schema, `ours`)"
+)
 def test_enable_schema_enables_eligible_tables_and_says_why_it_skipped_others(
     conn, make_table, catalog_snapshot
 ):
@@ -393,7 +408,8 @@ def test_enable_schema_skips_a_table_the_database_refuses_and_enables_the_others
         CREATE FUNCTION refuse_change_store() RETURNS event_trigger LANGUAGE plpgsql AS $$
         BEGIN
             IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
-                       WHERE object_identity = 'public.refused_changes') THEN
+                       WHERE object_identity IN ('public.refused_changes',
+                                                 'public_cow.refused_changes')) THEN
                 RAISE EXCEPTION 'no change store for refused' USING ERRCODE = 'P0001';
             END IF;
         END $$;

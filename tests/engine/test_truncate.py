@@ -11,6 +11,10 @@ import pytest
 import cowsync
 from tests.engine.conftest import fetch
 
+# cowsync.truncate refuses overlay tables for now (docs/overlay.md); test_overlay.py checks
+# that refusal. These tests run in place only until it handles them.
+pytestmark = pytest.mark.in_place_only
+
 AUTHORS_BOOKS = """
 CREATE TABLE authors (id int PRIMARY KEY, boss int REFERENCES authors, name text);
 INSERT INTO authors VALUES (1, NULL, 'ann'), (2, NULL, 'bob');
