@@ -9,14 +9,21 @@ import psycopg
 import pytest
 
 import cowsync
+from tests._mode import overlay_bug, text, view_of
 from tests.engine.conftest import fetch
 
 
+@overlay_bug(
+    "an ALTER on the overlay view (RENAME COLUMN, SET DEFAULT) is refused with 'public_cow."
+    "items is the view of a COW-enabled table and cannot be renamed' instead of pointing to "
+    "cowsync.alter: cowsync.guard_view_ddl finds the registry row by schema_name, not "
+    "view_schema"
+)
 @pytest.mark.parametrize(
     "statement",
     [
-        "ALTER TABLE items RENAME COLUMN name TO title",
-        "ALTER TABLE items ALTER COLUMN name SET DEFAULT 'x'",
+        "ALTER TABLE {view} RENAME COLUMN name TO title",
+        "ALTER TABLE {view} ALTER COLUMN name SET DEFAULT 'x'",
     ],
 )
 def test_an_alter_on_the_view_names_the_table_and_cowsync_alter(
@@ -24,9 +31,10 @@ def test_an_alter_on_the_view_names_the_table_and_cowsync_alter(
 ) -> None:
     cow.execute("CREATE TABLE items (id int PRIMARY KEY, name text)")
     cowsync.enable(cow, "items")
+    view = text(cow, view_of(cow, "items"))  # public.items in place, public_cow.items overlay
 
     with pytest.raises(psycopg.errors.FeatureNotSupported) as caught:
-        cow.execute(statement)
+        cow.execute(statement.format(view=view))
 
     diag = caught.value.diag
     assert diag.message_primary == (
@@ -38,4 +46,4 @@ def test_an_alter_on_the_view_names_the_table_and_cowsync_alter(
     )
     # Refused, so the view keeps its columns (and the base its own).
     columns = "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
-    assert fetch(cow, columns, ("items",)) == [("id",), ("name",)]
+    assert fetch(cow, columns, (view,)) == [("id",), ("name",)]

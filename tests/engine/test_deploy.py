@@ -6,6 +6,7 @@ import pytest
 
 import cowsync
 import cowsync.install
+from tests._mode import base_of, changes_of, text, view_of
 from tests.engine.conftest import cowsync_catalog, fetch
 
 # An upgrade is simulated by a library one engine version ahead.
@@ -101,10 +102,11 @@ def test_upgrade_rerenders_tables_in_place_and_keeps_sessions(conn, make_table, 
         conn.execute("UPDATE items SET qty = 42 WHERE id = 1")
         conn.execute("DELETE FROM other WHERE code = 2")
         conn.execute("INSERT INTO items (id, name) VALUES (100, 'new')")
-    changes_before = fetch(conn, "SELECT t::text FROM ONLY items_changes t ORDER BY 1")
-    views_before = dict(
-        fetch(conn, "SELECT relname, oid::int FROM pg_class WHERE relname IN ('items', 'other')")
-    )
+    store = text(conn, changes_of(conn, "items"))
+    changes_before = fetch(conn, f"SELECT t::text FROM ONLY {store} t ORDER BY 1")
+    views = [text(conn, view_of(conn, name)) for name in ("items", "other")]
+    views_query = "SELECT relname, oid::int FROM pg_class WHERE oid = ANY(%s::regclass[])"
+    views_before = dict(fetch(conn, views_query, [views]))
     registry_before = fetch(conn, "SELECT t::text FROM cowsync.operations t")
 
     monkeypatch.setattr(cowsync.install, "ENGINE_VERSION", NEXT)
@@ -115,17 +117,14 @@ def test_upgrade_rerenders_tables_in_place_and_keeps_sessions(conn, make_table, 
     assert fetch(conn, "SELECT DISTINCT engine_version FROM cowsync.tables") == [(NEXT,)]
     assert {s.engine_version for s in cowsync.status(conn)} == {NEXT}
     # Views were re-rendered (new objects), the trigger is back on each.
-    views_after = dict(
-        fetch(conn, "SELECT relname, oid::int FROM pg_class WHERE relname IN ('items', 'other')")
-    )
+    views_after = dict(fetch(conn, views_query, [views]))
     assert set(views_after) == {"items", "other"}
     assert all(views_after[name] != views_before[name] for name in views_before)
     assert fetch(
-        conn,
-        "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'cowsync_write' ORDER BY 1",
-    ) == [("items",), ("other",)]
+        conn, "SELECT tgrelid::int FROM pg_trigger WHERE tgname = 'cowsync_write' ORDER BY 1"
+    ) == sorted((oid,) for oid in views_after.values())
     # Session data survived and the session still sees it; production still the base.
-    assert fetch(conn, "SELECT t::text FROM ONLY items_changes t ORDER BY 1") == changes_before
+    assert fetch(conn, f"SELECT t::text FROM ONLY {store} t ORDER BY 1") == changes_before
     assert fetch(conn, "SELECT t::text FROM cowsync.operations t") == registry_before
     with cowsync.session(conn, "s1", "op2"):
         assert fetch(conn, "SELECT qty FROM items WHERE id = 1") == [(42,)]
@@ -136,7 +135,8 @@ def test_upgrade_rerenders_tables_in_place_and_keeps_sessions(conn, make_table, 
     assert fetch(conn, "SELECT qty FROM items WHERE id = 1") == [(1,)]
     assert fetch(conn, "SELECT count(*) FROM other") == [(3,)]
     conn.execute("UPDATE items SET qty = 7 WHERE id = 2")
-    assert fetch(conn, "SELECT qty FROM ONLY items_base WHERE id = 2") == [(7,)]
+    base = text(conn, base_of(conn, "items"))
+    assert fetch(conn, f"SELECT qty FROM ONLY {base} WHERE id = 2") == [(7,)]
 
     # Upgraded: a second deploy of the same version does nothing.
     assert cowsync.deploy(conn).changed is False

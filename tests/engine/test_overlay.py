@@ -226,14 +226,14 @@ def test_enable_is_idempotent_and_refuses_another_mode(items):
     first = cowsync.enable(items, "items", mode="overlay")
     assert cowsync.enable(items, "items", mode="overlay") == first
     with pytest.raises(cowsync.ConfigurationError, match="already enabled in overlay mode"):
-        cowsync.enable(items, "items")
+        cowsync.enable(items, "items", mode="in-place")
 
 
 def test_bad_modes_and_schemas_are_refused(items):
     with pytest.raises(cowsync.ConfigurationError, match="mode must be"):
         cowsync.enable(items, "items", mode="sideways")  # type: ignore[arg-type]
     with pytest.raises(cowsync.ConfigurationError, match="only to mode='overlay'"):
-        cowsync.enable(items, "items", overlay_schema="x")
+        cowsync.enable(items, "items", mode="in-place", overlay_schema="x")
     with pytest.raises(cowsync.ConfigurationError, match="must differ"):
         cowsync.enable(items, "items", mode="overlay", overlay_schema="public")
     items.execute("CREATE SCHEMA public_cow; CREATE TABLE public_cow.items (x int)")
@@ -301,7 +301,7 @@ def test_without_the_guard_a_bound_connection_is_kept_off_only_by_privileges(ite
     in_session(items, "s1", "UPDATE public.items SET qty = 3 WHERE id = 1")
     assert rows(items)[0] == (1, "apple", 3)
     with pytest.raises(cowsync.ConfigurationError, match="only to mode='overlay'"):
-        cowsync.enable(items, "other", guard=False)
+        cowsync.enable(items, "other", mode="in-place", guard=False)
 
 
 def test_a_bound_connection_finds_the_overlay_view_by_its_plain_name(items):

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 import cowsync
+from tests._mode import base_of
 
 SEED = [(k, k, k * 10) for k in range(1, 6)]
 
@@ -107,7 +108,8 @@ def test_a_session_behaves_like_a_table(cow):
             sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(sql.Identifier(table)), SEED[1:]
         )
     cowsync.enable(conn, "items")
-    base = conn.execute("SELECT * FROM ONLY items_base ORDER BY k").fetchall()
+    base_query = sql.SQL("SELECT * FROM ONLY {} ORDER BY k").format(base_of(conn, "items"))
+    base = conn.execute(base_query).fetchall()
 
     @settings(
         max_examples=40,
@@ -132,6 +134,6 @@ def test_a_session_behaves_like_a_table(cow):
             assert seen == contents(conn, "plain"), where
         # Production saw none of it.
         assert contents(conn, "items") == SEED
-        assert conn.execute("SELECT * FROM ONLY items_base ORDER BY k").fetchall() == base
+        assert conn.execute(base_query).fetchall() == base
 
     replay()

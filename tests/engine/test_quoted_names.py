@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 import cowsync
+from tests._mode import base_of, text
 from tests.engine.conftest import assert_same_catalog, fetch, without_sequence_positions
 
 ITEMS = """
@@ -140,8 +141,9 @@ def test_session_rows_count_and_commit_reaches_the_base(cow):
         cow.execute("DELETE FROM items WHERE id = 1")
         cow.execute('UPDATE items SET "rAnK" = 1, "a b" = \'x y\', "ünï" = \'é\' WHERE id = 2')
     cowsync.commit(cow, "s")
+    base = text(cow, base_of(cow, "items"))
     assert fetch(
-        cow, 'SELECT id, "rAnK", "order", "a b", "ünï", "Sel" FROM items_base ORDER BY id'
+        cow, f'SELECT id, "rAnK", "order", "a b", "ünï", "Sel" FROM {base} ORDER BY id'
     ) == [
         (2, 1, 2, "x y", "é", "q"),
         (3, 3, 3, "u v", "ß", "r"),
@@ -184,7 +186,8 @@ def test_exclusion_and_foreign_keys_over_quoted_columns(cow):
         got = error(cow, 'DELETE FROM parents WHERE "Code" = 3')
         assert got.diag.sqlstate == "23503"
     cowsync.commit(cow, "s")
-    assert fetch(cow, 'SELECT id, "parent Code" FROM items_base ORDER BY id') == [(1, 1), (2, 3)]
+    base = text(cow, base_of(cow, "items"))
+    assert fetch(cow, f'SELECT id, "parent Code" FROM {base} ORDER BY id') == [(1, 1), (2, 3)]
 
 
 def test_enable_and_disable_leave_no_trace(cow, catalog_snapshot):
