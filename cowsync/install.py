@@ -346,7 +346,7 @@ def _sync_changes_indexes(conn: psycopg.Connection, layout: render.TableLayout) 
     for (name,) in existing:
         match = render.CHECK_INDEX_NAME.fullmatch(name)
         if match and int(match.group(1)) == layout.registry_id and name not in wanted:
-            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(layout.schema, name)))
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(layout.store_schema, name)))
     for statement in wanted.values():
         conn.execute(statement)
 
@@ -751,7 +751,7 @@ def _apply_decorations(
             sql.SQL("VIEW {}").format(layout.view)
             if column is None
             else sql.SQL("COLUMN {}").format(
-                sql.Identifier(layout.schema, layout.view_name, column)
+                sql.Identifier(layout.store_schema, layout.view_name, column)
             )
         )
         conn.execute(sql.SQL("COMMENT ON {} IS {}").format(target, sql.Literal(text)))
@@ -800,8 +800,10 @@ def enable_schema(
         ours = {
             r[0]
             for r in conn.execute(
+                # In place, the renamed base and the change store live in the schema; an
+                # overlay table keeps its own name there (it is reported, not hidden).
                 "SELECT pg_catalog.unnest(ARRAY[base_name, changes_name]) FROM cowsync.tables "
-                "WHERE schema_name = %s",
+                "WHERE schema_name = %s AND view_schema IS NULL",
                 (schema,),
             )
         }

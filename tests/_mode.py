@@ -82,15 +82,3 @@ def sessions_path(conn: psycopg.Connection[Any], *, local: bool = False) -> None
 def overlay_bug(reason: str) -> pytest.MarkDecorator:
     """``@overlay_bug("...")``: a strict xfail in the overlay run, nothing in place."""
     return pytest.mark.xfail(OVERLAY, reason=f"overlay bug: {reason}", strict=True)
-
-
-PREVIEW_BUG = overlay_bug(
-    "cowsync.prepare_preview and drop_previews look for the change store in the table's "
-    "schema (public.<table>_changes), not in the overlay schema"
-)
-
-CHECK_INDEX_BUG = overlay_bug(
-    "a re-sync (alter, refresh, deploy) dropping a change-store check index that a dropped "
-    "or changed constraint left behind names it in the table's schema, not the overlay "
-    "schema: 42704 (cowsync/install.py _sync_changes_indexes uses layout.schema)"
-)

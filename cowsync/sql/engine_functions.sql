@@ -437,7 +437,8 @@ BEGIN
         SELECT pg_catalog.string_agg(pg_catalog.quote_ident(k), ', ') INTO keys
             FROM pg_catalog.unnest(t.key_columns) AS k;
         EXECUTE pg_catalog.format('DELETE FROM ONLY %I.%I WHERE _cow_session = $1',
-                       t.schema_name, t.changes_name) USING preview_id;
+                       coalesce(t.view_schema, t.schema_name), t.changes_name)
+            USING preview_id;
         EXECUTE pg_catalog.format(
             'INSERT INTO %1$I.%2$I (%3$s, _cow_session, _cow_operation, _cow_first_seq, _cow_seq,'
             ' _cow_current, _cow_deleted, _cow_existed, _cow_before, _cow_written_at)'
@@ -445,7 +446,7 @@ BEGIN
             ' true, _cow_deleted, _cow_existed, _cow_before, _cow_written_at'
             ' FROM ONLY %1$I.%2$I WHERE _cow_session = $1 AND _cow_operation = ANY($3)'
             ' ORDER BY %4$s, _cow_seq DESC',
-            t.schema_name, t.changes_name, cols, keys)
+            coalesce(t.view_schema, t.schema_name), t.changes_name, cols, keys)
             USING p_session, preview_id, pg_catalog.string_to_array(p_operations, ',');
     END LOOP;
     RETURN preview_id;
@@ -468,7 +469,7 @@ BEGIN
         EXECUTE pg_catalog.format(
             'DELETE FROM ONLY %I.%I WHERE _cow_session IN '
             '(SELECT session_id FROM cowsync.sessions WHERE preview_of = $1)',
-            t.schema_name, t.changes_name) USING p_session;
+            coalesce(t.view_schema, t.schema_name), t.changes_name) USING p_session;
     END LOOP;
     DELETE FROM cowsync.sessions WHERE preview_of = p_session;
 END
@@ -564,7 +565,8 @@ BEGIN
             SELECT 1 FROM pg_catalog.pg_trigger
             WHERE tgrelid = cmd.objid AND tgname = 'cowsync_write');
         SELECT r.* INTO t FROM cowsync.tables r
-            JOIN pg_catalog.pg_namespace n ON n.nspname = r.schema_name
+            JOIN pg_catalog.pg_namespace n
+              ON n.nspname = coalesce(r.view_schema, r.schema_name)
             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = r.table_name
             WHERE c.oid = cmd.objid;
         IF NOT FOUND THEN

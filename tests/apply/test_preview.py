@@ -7,7 +7,6 @@ from psycopg import errors, sql
 
 import cowsync
 from cowsync.binding import Binding, apply_binding
-from tests._mode import PREVIEW_BUG
 from tests.apply._state import base_state, change_store_sessions, rows, session_state, write
 
 
@@ -26,7 +25,6 @@ def preview_rows(conn, table, visible):
         return conn.execute(query).fetchall()
 
 
-@PREVIEW_BUG
 def test_a_preview_reads_as_if_only_the_chosen_operations_happened(history):
     customers = preview_rows(history, "customers", ["credit", "cancel"])
     orders = preview_rows(history, "orders", ["credit", "cancel"])
@@ -35,7 +33,6 @@ def test_a_preview_reads_as_if_only_the_chosen_operations_happened(history):
     assert orders == [(1, 1, "apple", 1), (2, 2, "pear", 2)]
 
 
-@PREVIEW_BUG
 def test_previews_of_different_operations_differ_and_the_session_reads_everything(history):
     signup_only = preview_rows(history, "customers", ["signup"])
 
@@ -54,7 +51,6 @@ def test_previews_of_different_operations_differ_and_the_session_reads_everythin
     assert [r[0] for r in rows(history, "orders", "s1")] == [1, 2]
 
 
-@PREVIEW_BUG
 def test_a_preview_of_a_later_operation_includes_the_row_as_that_operation_left_it(shop):
     write(shop, "s1", "a", "UPDATE customers SET credit = 1 WHERE id = 1")
     write(shop, "s1", "b", "UPDATE customers SET tier = 'vip' WHERE id = 1")
@@ -64,7 +60,6 @@ def test_a_preview_of_a_later_operation_includes_the_row_as_that_operation_left_
     assert preview_rows(shop, "customers", ["a", "b"])[0] == (1, "ann", "vip", 1)
 
 
-@PREVIEW_BUG
 @pytest.mark.parametrize(
     "statement",
     [
@@ -95,7 +90,6 @@ def test_writes_are_refused_during_a_preview(history, statement):
     assert rows(history, "customers", "s1")[1] == (2, "bob", "basic", 0)
 
 
-@PREVIEW_BUG
 def test_a_preview_does_not_change_what_other_connections_see(history, connect):
     writer = connect()
     other_session = connect()
@@ -115,7 +109,6 @@ def test_a_preview_does_not_change_what_other_connections_see(history, connect):
         assert history.execute("SELECT credit FROM customers WHERE id = 2").fetchone() == (20,)
 
 
-@PREVIEW_BUG
 def test_a_preview_ends_with_its_block(history):
     with cowsync.session(history, "s1", visible_operations=["signup"]):
         pass
@@ -132,7 +125,6 @@ def test_a_preview_ends_with_its_block(history):
     ]
 
 
-@PREVIEW_BUG
 def test_a_binding_with_visible_operations_previews_in_one_statement(history):
     apply_binding(history, Binding("s1", None, ("cancel",)))
     try:
@@ -145,7 +137,6 @@ def test_a_binding_with_visible_operations_previews_in_one_statement(history):
     assert [r[0] for r in history.execute("SELECT id FROM orders ORDER BY id")] == [1, 2, 3]
 
 
-@PREVIEW_BUG
 def test_commit_removes_the_previews_of_the_session(history):
     for visible in (["credit"], ["signup", "cancel"]):
         preview_rows(history, "customers", visible)
@@ -159,7 +150,6 @@ def test_commit_removes_the_previews_of_the_session(history):
     ).fetchone() == (0,)
 
 
-@PREVIEW_BUG
 def test_discard_removes_the_previews_of_the_session(history):
     preview_rows(history, "orders", ["cancel"])
 
@@ -169,7 +159,6 @@ def test_discard_removes_the_previews_of_the_session(history):
     assert history.execute("SELECT count(*) FROM cowsync.sessions").fetchone() == (0,)
 
 
-@PREVIEW_BUG
 def test_a_preview_after_a_partial_commit_reads_the_new_base(history):
     cowsync.commit(history, "s1", operations=["credit"])
 
@@ -179,12 +168,10 @@ def test_a_preview_after_a_partial_commit_reads_the_new_base(history):
     assert customers[-1] == (10, "dee", "basic", 0)
 
 
-@PREVIEW_BUG
 def test_preview_of_an_unknown_operation_shows_the_base(history):
     assert preview_rows(history, "customers", ["nope"]) == rows(history, "customers")
 
 
-@PREVIEW_BUG
 def test_committing_while_a_preview_is_bound_elsewhere_succeeds(history, connect):
     reviewer = connect()
     with cowsync.session(reviewer, "s1", visible_operations=["credit"]):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 import cowsync
-from tests._mode import PREVIEW_BUG
 from tests.apply._state import session_ids, write
 
 # --- sessions() and annotate() ----------------------------------------------------------------
@@ -103,7 +102,6 @@ def test_sessions_forgets_a_committed_session_but_keeps_an_annotated_one(shop):
     assert (info.operations, info.rows, info.tables) == (0, 0, ())
 
 
-@PREVIEW_BUG
 def test_sessions_does_not_list_previews(shop):
     write(shop, "s1", "op1", "UPDATE customers SET credit = 1 WHERE id = 1")
     write(shop, "s1", "op2", "UPDATE customers SET credit = 2 WHERE id = 2")

@@ -9,16 +9,10 @@ import psycopg
 import pytest
 
 import cowsync
-from tests._mode import overlay_bug, text, view_of
+from tests._mode import text, view_of
 from tests.engine.conftest import fetch
 
 
-@overlay_bug(
-    "an ALTER on the overlay view (RENAME COLUMN, SET DEFAULT) is refused with 'public_cow."
-    "items is the view of a COW-enabled table and cannot be renamed' instead of pointing to "
-    "cowsync.alter: cowsync.guard_view_ddl finds the registry row by schema_name, not "
-    "view_schema"
-)
 @pytest.mark.parametrize(
     "statement",
     [

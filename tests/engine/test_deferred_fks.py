@@ -18,9 +18,7 @@ from psycopg import sql
 import cowsync
 from tests._catalog import snapshot_diff
 from tests._mode import (
-    CHECK_INDEX_BUG,
     OVERLAY,
-    PREVIEW_BUG,
     base_of,
     changes_of,
     sessions_path,
@@ -490,7 +488,6 @@ def test_a_child_that_is_not_enabled(cow):
 # --- what does not fire ---------------------------------------------------------------------------
 
 
-@PREVIEW_BUG
 def test_previews_commits_and_discards_do_not_fire_the_checks(cow):
     make_authors_books(cow)
     with cowsync.session(cow, "S", "parents"):
@@ -823,7 +820,6 @@ def change_store_indexes(conn: psycopg.Connection[Any], table: str) -> list[str]
     ]
 
 
-@CHECK_INDEX_BUG
 def test_a_changed_constraint_leaves_no_change_store_index_behind(cow):
     make_authors_books(cow)
     cowsync.alter(cow, "authors", "ADD CONSTRAINT authors_name_key UNIQUE (name)")

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 import cowsync
-from tests._mode import OVERLAY, base_of, changes_of, overlay_bug, text, view_of
+from tests._mode import OVERLAY, base_of, changes_of, text, view_of
 from tests.engine.conftest import (
     assert_same_catalog,
     cowsync_catalog,
@@ -192,11 +192,6 @@ def test_disable_restores_grants_comments_indexes_triggers_and_foreign_keys(
     assert_same_catalog(before, after)
 
 
-@overlay_bug(
-    "the overlay view gets no column comments: enable comments COLUMN "
-    "<table schema>.<view name>.<column>, the table's own column in overlay mode "
-    "(cowsync/install.py _apply_decorations uses layout.schema, not the view's schema)"
-)
 def test_enable_gives_the_view_the_tables_owner_grants_and_comments(conn, make_table, make_role):
     make_table(rows=2)
     owner, reader = make_role(), make_role()
@@ -337,11 +332,6 @@ def test_disable_of_a_table_not_enabled_is_refused(conn, make_table, catalog_sna
     assert_same_catalog(before, catalog_snapshot(conn, None))
 
 
-@overlay_bug(
-    "enable_schema leaves an overlay table already enabled out of its result (neither "
-    "enabled nor skipped 'already enabled'): its base_name is its own name, which the loop "
-    "skips as one of cowsync's own relations (cowsync/install.py enable_schema, `ours`)"
-)
 def test_enable_schema_enables_eligible_tables_and_says_why_it_skipped_others(
     conn, make_table, catalog_snapshot
 ):

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 import cowsync
-from tests._mode import CHECK_INDEX_BUG, OVERLAY, base_of, changes_of, text
+from tests._mode import OVERLAY, base_of, changes_of, text
 from tests.engine.conftest import assert_same_catalog, fetch, without_sequence_positions
 
 BOOKINGS = """
@@ -285,7 +285,6 @@ def test_unique_and_exclusion_checks_of_one_table_take_turns(cow):
         assert fetch(cow, "SELECT count(*) FROM items") == [(7,)]
 
 
-@CHECK_INDEX_BUG
 def test_a_changed_constraint_leaves_no_change_store_index_behind(cow, catalog_snapshot):
     """Each change of the constraint gets its own change-store index and drops the
     previous one; an index named the way older versions named them (by position)
