@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole test suite: bash scripts/test.sh [pytest args...]
+# (with no arguments: then the table-enabling suites again in overlay mode)
 #
 # Creates .venv and installs the project on first use (see scripts/_venv.sh), then runs pytest
 # with the arguments given. Exits non-zero when a test fails or when pytest ran no test at all.
@@ -14,10 +15,23 @@ cd "$REPO_ROOT"
 status=0
 # Two workers by default (the CI machine has two cores); COWSYNC_TEST_WORKERS=0 runs serially.
 workers="${COWSYNC_TEST_WORKERS:-2}"
-if [ "$workers" = "0" ]; then
-    python -m pytest "$@" || status=$?
-else
-    python -m pytest -n "$workers" "$@" || status=$?
+run_pytest() {
+    if [ "$workers" = "0" ]; then
+        python -m pytest "$@"
+    else
+        python -m pytest -n "$workers" "$@"
+    fi
+}
+run_pytest "$@" || status=$?
+
+# With no arguments (the whole suite, as CI runs it), the suites that enable tables run a
+# second time with every table enabled in overlay mode (see tests/conftest.py).
+# COWSYNC_TEST_OVERLAY=0 skips that pass.
+if [ "$#" -eq 0 ] && [ "$status" -eq 0 ] && [ "${COWSYNC_TEST_OVERLAY:-1}" != "0" ]; then
+    echo "test.sh: the same suites with tables enabled in overlay mode"
+    COWSYNC_TEST_MODE=overlay run_pytest \
+        tests/engine tests/apply tests/fidelity tests/hardening tests/pool tests/django \
+        tests/flask || status=$?
 fi
 
 case "$status" in
