@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from . import catalog, overlay, render
-from .errors import ConfigurationError, NotEnabledError, PendingChangesError
+from .errors import NotEnabledError, PendingChangesError
 from .install import (
     _apply_decorations,
     _build_layout,
@@ -146,16 +146,6 @@ def alter(
         _refresh_triggers(conn, config)
 
 
-def refuse_overlay(row: tuple[object, ...], action: str) -> None:
-    """Refuse what does not handle overlay tables yet (docs/overlay.md), before it
-    changes anything."""
-    if row[5] == "overlay":
-        raise ConfigurationError(
-            f"cowsync.{action} does not handle overlay tables yet ({row[1]}.{row[2]}): "
-            "disable the table (with no pending changes), change it, and enable it again"
-        )
-
-
 def refresh(conn: psycopg.Connection, table: str | tuple[str, str]) -> None:
     """Rebuild an enabled table's view and trigger after a change made to its base
     directly (e.g. ``CREATE UNIQUE INDEX … ON items_base``), so sessions honour it."""
@@ -251,15 +241,15 @@ def truncate(conn: psycopg.Connection, table: str | tuple[str, str]) -> int:
     row = _registry_row(conn, name)
     if row is None:
         raise NotEnabledError(f"{name} is not COW-enabled; use TRUNCATE")
-    refuse_overlay(row, "truncate")
     schema, view_name, base_name = str(row[1]), str(row[2]), str(row[3])
+    view_schema = str(row[10]) if row[10] is not None else schema  # overlay: its own schema
     _refuse_if_referenced(conn, schema, view_name, base_name)
     session = conn.execute(
         "SELECT coalesce(pg_catalog.current_setting(%s, true), '')", (config.session_variable,)
     ).fetchone()
     if session and session[0]:
         return conn.execute(
-            sql.SQL("DELETE FROM {}").format(sql.Identifier(schema, view_name))
+            sql.SQL("DELETE FROM {}").format(sql.Identifier(view_schema, view_name))
         ).rowcount
     conn.execute(sql.SQL("TRUNCATE ONLY {}").format(sql.Identifier(schema, base_name)))
     return -1

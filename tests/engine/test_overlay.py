@@ -252,13 +252,24 @@ def test_a_chosen_overlay_schema_holds_the_view(items):
     assert rows(items)[0] == (1, "apple", 1)
 
 
-def test_truncate_refuses_overlay_tables_for_now(items):
+def test_truncate_empties_the_session_view_or_the_table(items):
     cowsync.enable(items, "items", mode="overlay")
+    in_session(items, "s1", "INSERT INTO items (name) VALUES ('fig')")
 
-    with pytest.raises(cowsync.ConfigurationError, match="does not handle overlay tables yet"):
-        cowsync.truncate(items, "items")
+    items.execute(OVERLAY_PATH)
+    with cowsync.session(items, "s1"):
+        assert cowsync.truncate(items, "items") == 3
+        assert items.execute("SELECT count(*) FROM items").fetchone() == (0,)
+    items.execute("SET search_path TO public")
+    assert rows(items) == [(1, "apple", 1), (2, "pear", 2)]  # production untouched
 
-    assert rows(items) == [(1, "apple", 1), (2, "pear", 2)]
+    assert cowsync.truncate(items, "items") == -1  # unbound: the table itself
+    assert rows(items) == []
+    # The session deleted what it saw (its own insert is simply gone).
+    assert [(c.kind, c.key["id"]) for c in cowsync.diff(items, "s1")] == [
+        ("delete", 1),
+        ("delete", 2),
+    ]
 
 
 def test_alter_changes_the_table_and_sessions_follow(items):

@@ -9,11 +9,8 @@ import psycopg
 import pytest
 
 import cowsync
+from tests._mode import base_of, changes_of, text
 from tests.engine.conftest import fetch
-
-# cowsync.truncate refuses overlay tables for now (docs/overlay.md); test_overlay.py checks
-# that refusal. These tests run in place only until it handles them.
-pytestmark = pytest.mark.in_place_only
 
 AUTHORS_BOOKS = """
 CREATE TABLE authors (id int PRIMARY KEY, boss int REFERENCES authors, name text);
@@ -65,8 +62,9 @@ def test_a_referenced_table_is_refused_like_truncate(
     assert error.diag.message_hint is not None
     assert 'DELETE FROM "public"."authors"' in error.diag.message_hint
     # Nothing was removed, in production or in a session.
-    assert fetch(conn, "SELECT id FROM ONLY authors_base ORDER BY id") == [(1,), (2,)]
-    assert fetch(conn, "SELECT count(*) FROM ONLY authors_changes") == [(0,)]
+    base, changes = text(conn, base_of(conn, "authors")), text(conn, changes_of(conn, "authors"))
+    assert fetch(conn, f"SELECT id FROM ONLY {base} ORDER BY id") == [(1,), (2,)]
+    assert fetch(conn, f"SELECT count(*) FROM ONLY {changes}") == [(0,)]
 
 
 def test_in_a_session_the_transaction_is_aborted_as_after_truncate(
@@ -85,10 +83,11 @@ def test_every_referencing_table_is_named_whether_enabled_or_not(
     library: psycopg.Connection[Any],
 ) -> None:
     conn = library
+    base = text(conn, base_of(conn, "authors"))
     conn.execute(
         "CREATE SCHEMA other; CREATE TABLE other.notes (id int PRIMARY KEY, author_id int);"
-        "ALTER TABLE other.notes ADD FOREIGN KEY (author_id) REFERENCES authors_base NOT VALID;"
-        "CREATE TABLE reviews (id int PRIMARY KEY, author_id int REFERENCES authors_base)"
+        f"ALTER TABLE other.notes ADD FOREIGN KEY (author_id) REFERENCES {base} NOT VALID;"
+        f"CREATE TABLE reviews (id int PRIMARY KEY, author_id int REFERENCES {base})"
     )
     error = refusal(conn, "authors")
     assert error.diag.message_detail == (
