@@ -103,6 +103,22 @@ def test_enable_with_only_options_enables_the_chosen_models_in_that_mode(
     ]
 
 
+@override_settings(COWSYNC={"MODELS": ["testapp.Warehouse"], "MODE": "overlay"})
+def test_the_mode_setting_picks_how_enable_enables(deployed_db: DjangoDb) -> None:
+    cowsync_command("enable")
+    assert [(t.name, t.mode) for t in cowsync.status(deployed_db.raw)] == [
+        ("testapp_warehouse", "overlay")
+    ]
+
+
+def test_a_bad_mode_setting_is_refused_naming_the_key() -> None:
+    from cowsync.integrations.django.conf import parse
+
+    with pytest.raises(cowsync.ConfigurationError, match=r"COWSYNC\['MODE'\]"):
+        parse({"MODE": "sideways"})
+    assert parse({"MODE": "overlay"}).mode == "overlay"
+
+
 @override_settings(COWSYNC={"MODELS": ["__all__"], "TABLES": ["testapp_review"]})
 def test_all_models_means_the_projects_apps(deployed_db: DjangoDb) -> None:
     from cowsync.integrations.django.conf import cow_settings

@@ -53,6 +53,14 @@ def at_0001(deployed_db: DjangoDb) -> Iterator[DjangoDb]:
         yield deployed_db
 
 
+def test_post_migrate_enables_in_the_mode_the_settings_name(deployed_db: DjangoDb) -> None:
+    with override_settings(COWSYNC={**SANDBOX_MIGRAPP, "MODE": "overlay"}):
+        migrate("0001")
+    assert {t.mode for t in cowsync.status(deployed_db.raw) if t.name.startswith("migrapp")} == {
+        "overlay"
+    }
+
+
 def test_post_migrate_enables_the_chosen_models(at_0001: DjangoDb) -> None:
     assert enabled_tables(at_0001) == ["migrapp_box", "migrapp_crate"]
     kinds = sql("SELECT relkind FROM pg_class WHERE relname = 'migrapp_box' ORDER BY 1")

@@ -16,6 +16,8 @@ in tests). A wrong type or value raises :class:`cowsync.ConfigurationError` nami
   (``"inventory"``) or models (``"inventory.Product"``); ``TABLES``: more tables by name.
 * ``ENABLE_AFTER_MIGRATE``: deploy the engine and enable ``MODELS``/``TABLES`` after
   ``migrate``.
+* ``MODE``: how ``migrate`` and ``manage.py cowsync enable`` enable them: ``"in-place"``
+  (default) or ``"overlay"`` (docs/overlay.md).
 
 See docs/django.md.
 """
@@ -58,6 +60,7 @@ _KEYS = frozenset(
         "MODELS",
         "TABLES",
         "ENABLE_AFTER_MIGRATE",
+        "MODE",
     }
 )
 
@@ -73,6 +76,7 @@ class CowSettings:
     models: tuple[str, ...] = ()
     tables: tuple[str, ...] = ()
     enable_after_migrate: bool = False
+    mode: str | None = None  # None: cowsync.enable's default (in place)
 
     def new_operation_id(self, request: Any) -> str | None:
         """The operation id a request without one gets, or None when requests do not get one."""
@@ -143,6 +147,9 @@ def parse(raw: Mapping[str, Any] | None) -> CowSettings:
     enable_after_migrate = raw.get("ENABLE_AFTER_MIGRATE", False)
     if not isinstance(enable_after_migrate, bool):
         raise ConfigurationError(f"{SETTING}['ENABLE_AFTER_MIGRATE'] must be True or False")
+    mode = raw.get("MODE")
+    if mode not in (None, "in-place", "overlay"):
+        raise ConfigurationError(f"{SETTING}['MODE'] must be 'in-place' or 'overlay', got {mode!r}")
     return CowSettings(
         headers=HeaderNames(
             raw.get("SESSION_HEADER", SESSION_HEADER),
@@ -155,6 +162,7 @@ def parse(raw: Mapping[str, Any] | None) -> CowSettings:
         models=_names("MODELS", raw.get("MODELS")),
         tables=_names("TABLES", raw.get("TABLES")),
         enable_after_migrate=enable_after_migrate,
+        mode=mode,
     )
 
 

@@ -58,7 +58,10 @@ def enable_after_migrate(
             if relations.find(schema or None, name) is not None:
                 continue
             try:
-                install.enable(conn, table)
+                if settings.mode is None:
+                    install.enable(conn, table)
+                else:
+                    install.enable(conn, table, mode=settings.mode)  # type: ignore[arg-type]
             except NotEnabledError:
                 if verbosity >= 2:
                     print(f"cowsync: {table} does not exist on database {using!r}; skipped")

@@ -81,7 +81,11 @@ class Command(BaseCommand):  # type: ignore[misc]
                 "enable needs table names, or COWSYNC['MODELS'] / COWSYNC['TABLES'] in settings "
                 "(e.g. COWSYNC = {'MODELS': ['inventory']})"
             )
-        return [cli_args[0], *tables, *cli_args[1:]]
+        mode = cow_settings().mode
+        named = "--mode" in cli_args or any(a.startswith("--mode=") for a in cli_args)
+        if mode is None or named:
+            return [cli_args[0], *tables, *cli_args[1:]]
+        return [cli_args[0], *tables, "--mode", mode, *cli_args[1:]]
 
 
 def _split_database(args: list[str], default: str) -> tuple[list[str], str]:
