@@ -555,6 +555,19 @@ def _enable_locked(
         tuple(info.key_columns),
         info.key_constraint,
     )
+    _create_store_and_view(conn, layout, config, info, oid)
+    return f"{schema}.{relname}"
+
+
+def _create_store_and_view(
+    conn: psycopg.Connection,
+    layout: render.TableLayout,
+    config: CowConfig,
+    info: catalog.TableInfo,
+    oid: int,
+) -> None:
+    """The change store, view and trigger of a table being enabled (either mode), owned
+    by the table's owner, the view carrying the table's grants and comments."""
     conn.execute(render.changes_table(layout))
     if info.owner:
         conn.execute(
@@ -566,7 +579,6 @@ def _enable_locked(
             sql.SQL("ALTER VIEW {} OWNER TO {}").format(layout.view, sql.Identifier(info.owner))
         )
     _copy_privileges_and_comments(conn, layout, oid)
-    return f"{schema}.{relname}"
 
 
 def _enable_overlay(
@@ -617,17 +629,7 @@ def _enable_overlay(
         view_schema,
         parent_name,
     )
-    conn.execute(render.changes_table(layout))
-    if info.owner:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} OWNER TO {}").format(layout.changes, sql.Identifier(info.owner))
-        )
-    _install_table_objects(conn, layout, config, replace=False)
-    if info.owner:
-        conn.execute(
-            sql.SQL("ALTER VIEW {} OWNER TO {}").format(layout.view, sql.Identifier(info.owner))
-        )
-    _copy_privileges_and_comments(conn, layout, oid)
+    _create_store_and_view(conn, layout, config, info, oid)
     return f"{schema}.{relname}"
 
 
